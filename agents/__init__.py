@@ -1,0 +1,1 @@
+"""Cluster and central agents (issue 4)."""

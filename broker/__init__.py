@@ -1,0 +1,1 @@
+"""MQTT transport, message envelope, channel model (issue 5)."""

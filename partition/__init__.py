@@ -1,0 +1,1 @@
+"""Partition stage (issue 3)."""

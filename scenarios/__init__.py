@@ -1,0 +1,1 @@
+"""Built-in scenario TOML files (data package)."""

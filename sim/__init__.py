@@ -1,0 +1,1 @@
+"""Simulation layer: grid cases, resources, profiles, pandapower plant, batched power flow, KPIs."""

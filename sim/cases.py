@@ -1,0 +1,228 @@
+"""Grid case library.
+
+Every built-in case is a pandapower net whose ``net.bus["name"]`` holds the bus label the source
+paper uses (a string: "1".."33" for ieee33, the OpenDSS bus names for ieee123, ...). Resource
+presets and scenario files refer to buses by that label, never by pandapower's row index.
+
+Sources
+- ``ieee33``: pandapower ``case33bw`` (Baran & Wu 1989, 12.66 kV, 33 buses).
+- ``ieee51``: MATPOWER ``case51ga`` (Gampa & Das 2015, 11 kV), converted by
+  ``clustersim.sim.data.convert_matpower`` into ``data/cases/ieee51.json``.
+- ``ieee69``: MATPOWER ``case69`` (Baran & Wu 1989, 12.66 kV), same converter.
+- ``ieee123``: balanced single-phase equivalent of the IEEE 123-node feeder, converted from the
+  OpenDSS files by ``clustersim.sim.data.convert_ieee123`` into ``data/cases/ieee123.json``.
+- ``simbench-mv-rural`` / ``simbench-mv-semiurb``: SimBench ``1-MV-rural--0-sw`` and
+  ``1-MV-semiurb--0-sw`` from the ``simbench`` package, open ring switches honoured (their
+  operating topology is radial once the parallel HV/MV transformers are taken as one branch).
+- any path to a pandapower JSON file.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.resources
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import pandapower as pp
+
+from clustersim.errors import CaseError, PowerFlowError
+
+__all__ = [
+    "CASES",
+    "CaseSpec",
+    "case_names",
+    "describe_case",
+    "is_radial",
+    "load_case",
+    "operating_graph",
+]
+
+
+def _data_path(filename: str) -> Path:
+    return Path(str(importlib.resources.files("clustersim.sim.data").joinpath("cases", filename)))
+
+
+def _load_json_case(filename: str) -> pp.pandapowerNet:
+    path = _data_path(filename)
+    if not path.exists():
+        raise CaseError(
+            f"case data file {path} is missing; regenerate it with the converter named in "
+            "clustersim.sim.cases"
+        )
+    return pp.from_json(str(path))
+
+
+def _load_ieee33() -> pp.pandapowerNet:
+    import pandapower.networks as pn
+
+    net = pn.case33bw()
+    net.bus["name"] = [str(i + 1) for i in net.bus.index]
+    net.name = "ieee33"
+    return net
+
+
+def _load_simbench(code: str) -> pp.pandapowerNet:
+    import simbench as sb
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = sb.get_simbench_net(code)
+    net.bus["name"] = net.bus["name"].astype(str)
+    return net
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """A built-in grid case: its name, what it is and how to build it."""
+
+    name: str
+    description: str
+    loader: Callable[[], pp.pandapowerNet]
+
+
+CASES: dict[str, CaseSpec] = {
+    spec.name: spec
+    for spec in (
+        CaseSpec("ieee33", "IEEE 33-bus (Baran & Wu), pandapower case33bw, 12.66 kV", _load_ieee33),
+        CaseSpec(
+            "ieee51",
+            "51-bus radial (Gampa & Das 2015), MATPOWER case51ga, 11 kV",
+            lambda: _load_json_case("ieee51.json"),
+        ),
+        CaseSpec(
+            "ieee69",
+            "IEEE 69-bus (Baran & Wu 1989), MATPOWER case69, 12.66 kV",
+            lambda: _load_json_case("ieee69.json"),
+        ),
+        CaseSpec(
+            "ieee123",
+            "IEEE 123-node feeder, balanced single-phase equivalent, 4.16 kV, regulators as taps",
+            lambda: _load_json_case("ieee123.json"),
+        ),
+        CaseSpec(
+            "simbench-mv-rural",
+            "SimBench 1-MV-rural--0-sw, 20 kV, open ring switches honoured",
+            lambda: _load_simbench("1-MV-rural--0-sw"),
+        ),
+        CaseSpec(
+            "simbench-mv-semiurb",
+            "SimBench 1-MV-semiurb--0-sw, 20 kV, open ring switches honoured",
+            lambda: _load_simbench("1-MV-semiurb--0-sw"),
+        ),
+    )
+}
+
+
+def case_names() -> list[str]:
+    """Names of the built-in cases, in a stable order."""
+    return list(CASES)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached(name: str) -> pp.pandapowerNet:
+    if name in CASES:
+        net = CASES[name].loader()
+    else:
+        path = Path(name)
+        if not path.is_file():
+            raise CaseError(
+                f"unknown case {name!r}: not a built-in ({', '.join(CASES)}) nor a pandapower "
+                "JSON file"
+            )
+        try:
+            net = pp.from_json(str(path))
+        except Exception as exc:  # pandapower raises many types on a bad file
+            raise CaseError(f"{path}: not a readable pandapower JSON network ({exc})") from exc
+    if not net.name or name in CASES:
+        net.name = name if name in CASES else Path(name).stem
+    return net
+
+
+def load_case(name: str) -> pp.pandapowerNet:
+    """Return a fresh (deep-copied) pandapower net for a built-in case name or a JSON path."""
+    return copy.deepcopy(_cached(name))
+
+
+def operating_graph(net: pp.pandapowerNet) -> nx.MultiGraph:
+    """Graph of the energized operating topology.
+
+    Buses joined by closed bus-bus switches are fused into one node (the lowest bus index),
+    open switches and out-of-service branches are left out. Parallel branches between the same
+    pair of nodes remain as parallel edges of the multigraph.
+    """
+    import pandapower.topology as top
+
+    g = top.create_nxgraph(net, respect_switches=True, include_out_of_service=False)
+    bb = net.switch[(net.switch.et == "b") & net.switch.closed]
+    if len(bb):
+        fuse = nx.Graph()
+        fuse.add_edges_from(zip(bb.bus, bb.element, strict=True))
+        mapping = {}
+        for comp in nx.connected_components(fuse):
+            rep = min(comp)
+            mapping.update({b: rep for b in comp})
+        g = nx.relabel_nodes(g, mapping, copy=True)
+        g.remove_edges_from([(u, v, k) for u, v, k in g.edges(keys=True) if u == v])
+    # keep only the part connected to a slack bus
+    slack = {mapping.get(b, b) if len(bb) else b for b in net.ext_grid.bus[net.ext_grid.in_service]}
+    keep: set[int] = set()
+    for s in slack:
+        keep |= nx.node_connected_component(g, s)
+    return nx.MultiGraph(g.subgraph(keep))
+
+
+def is_radial(net: pp.pandapowerNet) -> bool:
+    """True when the operating topology is a tree once parallel branches count as one."""
+    g = nx.Graph(operating_graph(net))  # collapses parallel edges
+    return nx.is_tree(g)
+
+
+def _resource_counts(net: pp.pandapowerNet) -> dict[str, int]:
+    counts: dict[str, int] = {}
+
+    def add(kind: str, n: int) -> None:
+        if n:
+            counts[kind] = counts.get(kind, 0) + int(n)
+
+    for _, sg in net.sgen[net.sgen.in_service].iterrows():
+        kind = str(sg.get("type") or "sgen").lower()
+        kind = {"pv": "pv", "wp": "wind", "wind": "wind"}.get(kind, kind)
+        add(kind, 1)
+    add("ess", int(net.storage.in_service.sum()))
+    add("capacitor", int(net.shunt.in_service.sum()))
+    trafo = net.trafo[net.trafo.in_service]
+    if len(trafo):
+        regs = trafo["name"].astype(str).str.lower().str.startswith("reg")
+        add("regulator", int(regs.sum()))
+        add("oltc", int((~regs & trafo.tap_pos.notna()).sum()))
+    return counts
+
+
+def describe_case(name: str) -> dict[str, Any]:
+    """Summary of a case at its base operating point (pandapower power flow).
+
+    Keys: name, n_buses, n_lines, radial, total_load_mw, base_losses_kw, min_vm_pu, resources.
+    """
+    net = load_case(name)
+    try:
+        pp.runpp(net, numba=True)
+    except pp.LoadflowNotConverged as exc:
+        raise PowerFlowError(f"case {name}: base power flow does not converge") from exc
+    losses_kw = 1e3 * (net.res_line.pl_mw.sum() + net.res_trafo.pl_mw.sum())
+    energized = net.res_bus.vm_pu.notna()
+    return {
+        "name": name,
+        "n_buses": int(len(net.bus)),
+        "n_lines": int(net.line.in_service.sum()),
+        "radial": bool(is_radial(net)),
+        "total_load_mw": round(float((net.load.p_mw * net.load.scaling)[net.load.in_service].sum()), 6),
+        "base_losses_kw": round(float(losses_kw), 4),
+        "min_vm_pu": round(float(net.res_bus.vm_pu[energized].min()), 6),
+        "resources": _resource_counts(net),
+    }
