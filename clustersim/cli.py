@@ -1,0 +1,163 @@
+"""Command line: ``clustersim run | cases | case-info | presets | scenarios``.
+
+Errors a user can cause (a bad scenario, an unknown case) end in one line on stderr and exit
+code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from clustersim.errors import ClusterSimError
+
+app = typer.Typer(
+    name="clustersim",
+    help="Co-simulator for distributed cluster volt/var control of distribution networks.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(exc: Exception) -> None:
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    scenario: Annotated[
+        str, typer.Argument(help="scenario TOML path or built-in name")
+    ] = "ieee33-ev-none",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="results folder")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed (overrides run.seed)")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override a scenario key: table.key=value (repeatable)"),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Run a scenario and write its results folder."""
+    from clustersim.runner import run_scenario
+    from clustersim.scenario import load_scenario
+
+    try:
+        sc = load_scenario(scenario, overrides=set_ or [], seed=seed)
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("plant steps"),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=quiet,
+            transient=False,
+        ) as bar:
+            task = bar.add_task(sc.name or "run", total=None)
+            result = run_scenario(
+                sc,
+                out,
+                on_start=lambda n: bar.update(task, total=n),
+                progress=lambda k: bar.update(task, completed=k),
+            )
+    except ClusterSimError as exc:
+        _fail(exc)
+        return
+    _print_summary(result.summary)
+    console.print(f"results: [bold]{result.out_dir}[/]")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {x}" for k, x in v.items())
+    return str(v)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title="KPIs", show_header=True)
+    table.add_column("kpi")
+    table.add_column("value", justify="right")
+    for k, v in summary.items():
+        if k == "powerflow_failure_steps":
+            continue
+        table.add_row(k, _fmt(v))
+    console.print(table)
+
+
+@app.command()
+def cases() -> None:
+    """List the built-in grid cases."""
+    from clustersim.sim.cases import CASES
+
+    table = Table(show_header=True)
+    table.add_column("name")
+    table.add_column("description")
+    for spec in CASES.values():
+        table.add_row(spec.name, spec.description)
+    console.print(table)
+
+
+@app.command("case-info")
+def case_info(
+    name: Annotated[str, typer.Argument(help="built-in case name or pandapower JSON path")],
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON object")] = False,
+) -> None:
+    """Describe a grid case at its base operating point."""
+    from clustersim.sim.cases import describe_case
+
+    try:
+        info = describe_case(name)
+    except ClusterSimError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(info) + "\n")
+        return
+    table = Table(title=name, show_header=False)
+    for k, v in info.items():
+        table.add_row(k, _fmt(v))
+    console.print(table)
+
+
+@app.command()
+def presets() -> None:
+    """List the built-in resource presets."""
+    from clustersim.sim.resources import load_preset, preset_names
+
+    table = Table(show_header=True)
+    for col in ("name", "case", "devices"):
+        table.add_column(col)
+    for name in preset_names():
+        rs = load_preset(name)
+        table.add_row(name, rs.case or "", _fmt(rs.counts()))
+    console.print(table)
+
+
+@app.command()
+def scenarios() -> None:
+    """List the built-in scenarios."""
+    from clustersim.scenario import builtin_scenarios, read_scenario_file
+
+    table = Table(show_header=True)
+    table.add_column("name")
+    table.add_column("description")
+    for name in builtin_scenarios():
+        data, _ = read_scenario_file(name)
+        table.add_row(name, str(data.get("description", "")))
+    console.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

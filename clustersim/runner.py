@@ -1,0 +1,212 @@
+"""Experiment runner: a validated scenario in, a complete results folder out.
+
+Results folder (DESIGN.md): ``scenario.toml`` (fully resolved, with seed and package versions),
+``summary.json`` (KPIs), ``timeseries.parquet`` (bus voltages, line loadings and device states per
+plant step), ``figures/voltage_heatmap.png``. Every file is written to a temporary name in the
+same folder and moved into place, so a killed run leaves each file either complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+
+from clustersim.errors import ScenarioError
+from clustersim.scenario import Scenario, resolved_dict
+from clustersim.sim import cases, kpi, profiles, resources
+from clustersim.sim.plant import Plant, PlantRecord
+
+__all__ = ["RunResult", "build_plant", "default_out_dir", "run_scenario", "write_results"]
+
+IMPLEMENTED_MODES = ("none",)
+SIMBENCH_CODES = {
+    "simbench-mv-rural": "1-MV-rural--0-sw",
+    "simbench-mv-semiurb": "1-MV-semiurb--0-sw",
+}
+_VERSIONED = ("clustersim", "pandapower", "numpy", "pandas", "scipy", "pymoo", "simbench", "networkx")
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    out_dir: Path
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def child_seeds(seed: int, n: int = 4) -> list[int]:
+    """Independent integer seeds for the pipeline stages (profiles, partition, control, comm),
+    derived with ``numpy.random.SeedSequence.spawn`` (the one seeding rule of DESIGN.md)."""
+    return [int(c.generate_state(1)[0]) for c in np.random.SeedSequence(seed).spawn(n)]
+
+
+def resource_set(scenario: Scenario) -> resources.ResourceSet:
+    """The scenario's devices: its preset plus any explicit device tables."""
+    rc = scenario.resources
+    base = resources.load_preset(rc.preset) if rc.preset else resources.ResourceSet()
+    extra = {k: v for k, v in rc.model_dump().items() if k != "preset" and v}
+    if not extra:
+        return base
+    added = resources.parse_resources(extra, source="[resources]")
+    try:
+        return resources.ResourceSet(
+            name=base.name, case=base.case, description=base.description,
+            devices=[*base.devices, *added.devices],
+        )
+    except ValueError as exc:
+        raise ScenarioError(str(exc).splitlines()[-1].strip(), key="resources") from None
+
+
+def build_profiles(scenario: Scenario, seed: int) -> profiles.Profiles:
+    pc = scenario.profiles
+    days = max(1, math.ceil(scenario.run.duration_h / 24.0))
+    if pc.source == "synthetic":
+        return profiles.synthetic(days, seed=seed, load_sigma=pc.load_sigma, start_day=pc.day)
+    code = pc.simbench_code or SIMBENCH_CODES.get(scenario.case.name, "1-MV-rural--0-sw")
+    return profiles.from_simbench(code, day=pc.day, days=days, seed=seed, load_sigma=pc.load_sigma)
+
+
+def build_plant(scenario: Scenario) -> Plant:
+    """Case + resources + profiles → a plant ready to run the scenario's horizon."""
+    seeds = child_seeds(scenario.run.seed)
+    net = cases.load_case(scenario.case.name)
+    res = resource_set(scenario)
+    if res.case and res.case != scenario.case.name:
+        raise ScenarioError(
+            f"preset {res.name!r} is written for case {res.case!r}, not {scenario.case.name!r}",
+            key="resources.preset",
+        )
+    prof = build_profiles(scenario, seeds[0])
+    n_steps = round(scenario.run.duration_h * 3600 / scenario.run.plant_step_s)
+    return Plant(net, res, prof, plant_step_s=scenario.run.plant_step_s, n_steps=n_steps)
+
+
+def default_out_dir(scenario: Scenario, root: Path = Path("results")) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return root / f"{scenario.name or 'run'}-seed{scenario.run.seed}-{stamp}"
+
+
+@contextmanager
+def _atomic(path: Path, mode: str = "w") -> Iterator[Any]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_results(
+    out_dir: Path, scenario: Scenario, summary: dict[str, Any], record: PlantRecord
+) -> None:
+    """Write the results folder (each file atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = resolved_dict(scenario)
+    doc["provenance"] = {**package_versions(), "seed": str(scenario.run.seed)}
+    with _atomic(out_dir / "scenario.toml", "wb") as fh:
+        tomli_w.dump(doc, fh)
+    with _atomic(out_dir / "summary.json") as fh:
+        json.dump(summary, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+    frame = record.to_frame().iloc[: summary["steps"]]
+    with _atomic(out_dir / "timeseries.parquet", "wb") as fh:
+        frame.to_parquet(fh, index=False)
+    _voltage_heatmap(out_dir / "figures" / "voltage_heatmap.png", record, summary, scenario)
+
+
+def _voltage_heatmap(path: Path, record: PlantRecord, summary: dict[str, Any], sc: Scenario) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+
+    n = summary["steps"]
+    vm = record.vm_pu[:n].T  # bus × time
+    hours = record.time_s[:n] / 3600.0
+    lo = min(np.nanmin(vm) if np.isfinite(vm).any() else 0.95, sc.run.vm_min_pu - 0.01)
+    hi = max(np.nanmax(vm) if np.isfinite(vm).any() else 1.05, sc.run.vm_max_pu + 0.01)
+    fig, ax = plt.subplots(figsize=(10, max(3.0, min(12.0, 0.09 * vm.shape[0] + 2))))
+    step_h = (hours[1] - hours[0]) if len(hours) > 1 else sc.run.plant_step_s / 3600
+    im = ax.imshow(
+        vm, aspect="auto", origin="lower", cmap="RdBu_r", interpolation="nearest",
+        norm=TwoSlopeNorm(vcenter=1.0, vmin=min(lo, 0.999), vmax=max(hi, 1.001)),
+        extent=(hours[0], hours[-1] + step_h, -0.5, vm.shape[0] - 0.5),
+    )
+    labels = record.bus_labels
+    every = max(1, len(labels) // 25)
+    ax.set_yticks(range(0, len(labels), every), [labels[i] for i in range(0, len(labels), every)])
+    ax.set_xlabel("time (h)")
+    ax.set_ylabel("bus")
+    ax.set_title(
+        f"{sc.name}: bus voltage (mode {sc.control.mode}, seed {sc.run.seed}); "
+        f"limits {sc.run.vm_min_pu}–{sc.run.vm_max_pu} p.u."
+    )
+    cb = fig.colorbar(im, ax=ax)
+    cb.set_label("vm_pu")
+    for lim in (sc.run.vm_min_pu, sc.run.vm_max_pu):
+        cb.ax.axhline(lim, color="k", lw=1)
+    fig.tight_layout()
+    with _atomic(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)
+
+
+def run_scenario(
+    scenario: Scenario,
+    out_dir: Path | None = None,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Run a scenario to the end and write its results folder."""
+    if scenario.control.mode not in IMPLEMENTED_MODES:
+        raise ScenarioError(
+            f"mode {scenario.control.mode!r} is not available in this version "
+            f"(available: {', '.join(IMPLEMENTED_MODES)})",
+            key="control.mode",
+        )
+    t0 = time.perf_counter()
+    plant = build_plant(scenario)
+    if on_start is not None:
+        on_start(plant.n_steps)
+    out_dir = out_dir or default_out_dir(scenario)
+    record = plant.run(progress=progress)
+    summary: dict[str, Any] = {
+        "scenario": scenario.name,
+        "case": scenario.case.name,
+        "mode": scenario.control.mode,
+        "seed": scenario.run.seed,
+        "duration_h": scenario.run.duration_h,
+        "plant_step_s": scenario.run.plant_step_s,
+        "profiles": plant.profiles.source,
+        "resources": plant.resources.counts(),
+    }
+    summary.update(kpi.summarize(plant, vm_min_pu=scenario.run.vm_min_pu, vm_max_pu=scenario.run.vm_max_pu))
+    summary["powerflow_failure_steps"] = list(plant.powerflow_failures)
+    summary["wall_time_s"] = round(time.perf_counter() - t0, 3)
+    write_results(out_dir, scenario, summary, record)
+    return RunResult(summary=summary, out_dir=out_dir)

@@ -1,0 +1,261 @@
+"""Scenario files: schema, loading, ``--set`` overrides and the resolved form.
+
+A scenario is a TOML file with one table per pipeline stage (DESIGN.md, "Scenario file"). Every
+table is a pydantic model that forbids unknown keys, so a typo ends in one line naming the file
+and the key. Built-in scenarios live in the ``clustersim.scenarios`` data package and are
+addressed by name (``ieee33-ev-none``).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from clustersim.errors import ScenarioError
+
+__all__ = [
+    "DEFAULT_SCENARIO",
+    "Scenario",
+    "apply_overrides",
+    "builtin_scenarios",
+    "load_scenario",
+]
+
+DEFAULT_SCENARIO = "ieee33-ev-none"
+
+DEVICE_KINDS = ("pv", "wind", "dg", "ev", "exchange", "ess", "svc", "capacitor", "oltc", "regulator")
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CaseConfig(_Table):
+    name: str = Field(default="ieee33", description="built-in case name or pandapower JSON path")
+
+
+class ResourcesConfig(_Table):
+    preset: str = Field(default="", description="built-in preset name or preset TOML path")
+    pv: list[dict[str, Any]] = Field(default_factory=list)
+    wind: list[dict[str, Any]] = Field(default_factory=list)
+    dg: list[dict[str, Any]] = Field(default_factory=list)
+    ev: list[dict[str, Any]] = Field(default_factory=list)
+    exchange: list[dict[str, Any]] = Field(default_factory=list)
+    ess: list[dict[str, Any]] = Field(default_factory=list)
+    svc: list[dict[str, Any]] = Field(default_factory=list)
+    capacitor: list[dict[str, Any]] = Field(default_factory=list)
+    oltc: list[dict[str, Any]] = Field(default_factory=list)
+    regulator: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ProfilesConfig(_Table):
+    source: Literal["synthetic", "simbench"] = "synthetic"
+    day: int = Field(default=0, ge=0, le=364, description="day of the year (simbench) / start day")
+    simbench_code: str = Field(
+        default="", description="SimBench grid whose profiles to use; default: the case's own"
+    )
+    load_sigma: float = Field(default=0.05, ge=0, le=1, description="load forecast error std")
+
+
+class PartitionConfig(_Table):
+    method: str = "hi"
+    clusters: int = Field(default=5, ge=1)
+    min_size: int = Field(default=3, ge=1)
+    max_size: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> PartitionConfig:
+        if self.min_size > self.max_size:
+            raise ValueError("min_size is above max_size")
+        return self
+
+
+class ControlConfig(_Table):
+    mode: Literal[
+        "none", "local", "centralized", "clustered", "active-only", "reactive-only"
+    ] = "none"
+    interval_s: int = Field(default=900, gt=0)
+    optimizer: str = "nsga2"
+    pop_size: int = Field(default=40, ge=2)
+    generations: int = Field(default=40, ge=1)
+    compromise: Literal["fuzzy", "knee", "weighted"] = "fuzzy"
+    coordination_rounds: int = Field(default=2, ge=0)
+    deadline_s: float = Field(default=60.0, gt=0)
+
+
+class LatencyConfig(_Table):
+    dist: Literal["constant", "lognormal", "normal", "uniform"] = "lognormal"
+    mean_ms: float = Field(default=50.0, ge=0)
+    sigma: float = Field(default=0.5, ge=0)
+
+
+class LossConfig(_Table):
+    model: Literal["bernoulli", "gilbert"] = "bernoulli"
+    p: float = Field(default=0.01, ge=0, le=1)
+
+
+class LinkConfig(_Table):
+    src: str = "*"
+    dst: str = "*"
+    latency: LatencyConfig | None = None
+    loss: LossConfig | None = None
+
+
+class CommConfig(_Table):
+    transport: Literal["mqtt", "memory"] = "mqtt"
+    broker: str = Field(default="", description="empty: embedded broker; else mqtt://host:port")
+    clock: Literal["virtual", "realtime"] = "virtual"
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    links: list[LinkConfig] = Field(default_factory=list)
+
+
+class RunConfig(_Table):
+    duration_h: float = Field(default=24.0, gt=0, le=24 * 366)
+    plant_step_s: int = Field(default=60, gt=0, le=3600)
+    seed: int = Field(default=1, ge=0)
+    agents: Literal["tasks", "processes"] = "tasks"
+    vm_min_pu: float = Field(default=0.95, gt=0)
+    vm_max_pu: float = Field(default=1.05, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        if 900 % self.plant_step_s:
+            raise ValueError("plant_step_s must divide 900 s (the profiles' 15 min resolution)")
+        if self.vm_min_pu >= self.vm_max_pu:
+            raise ValueError("vm_min_pu must be below vm_max_pu")
+        return self
+
+
+class Scenario(_Table):
+    """A fully validated scenario."""
+
+    name: str = ""
+    description: str = ""
+    case: CaseConfig = Field(default_factory=CaseConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    profiles: ProfilesConfig = Field(default_factory=ProfilesConfig)
+    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    comm: CommConfig = Field(default_factory=CommConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    provenance: dict[str, str] = Field(
+        default_factory=dict,
+        description="package versions and seed, written by the runner; informational only",
+    )
+
+
+def _scenarios_dir() -> Path:
+    return Path(str(importlib.resources.files("clustersim.scenarios")))
+
+
+def builtin_scenarios() -> list[str]:
+    """Names of the built-in scenarios."""
+    return sorted(p.stem for p in _scenarios_dir().glob("*.toml"))
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value: any TOML value (number, bool, string, array, inline table), else text."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``table.key=value`` overrides (dotted paths, created as needed) to raw scenario data."""
+    out = _deepcopy(data)
+    for item in overrides:
+        path, sep, value = item.partition("=")
+        path = path.strip()
+        if not sep or not path:
+            raise ScenarioError(f"expected table.key=value, got {item!r}", source="--set")
+        keys = path.split(".")
+        node = out
+        for k in keys[:-1]:
+            nxt = node.setdefault(k, {})
+            if not isinstance(nxt, dict):
+                raise ScenarioError("is not a table", source="--set", key=k)
+            node = nxt
+        node[keys[-1]] = _parse_value(value.strip())
+    return out
+
+
+def _deepcopy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deepcopy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deepcopy(v) for v in d]
+    return d
+
+
+def validate_scenario(data: dict[str, Any], *, source: str) -> Scenario:
+    """Validate raw scenario data; any problem is a one-line ScenarioError naming the key."""
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "literal_error":
+            msg = f"{msg}, got {err.get('input')!r}"
+        raise ScenarioError(msg, source=source, key=key) from None
+
+
+def read_scenario_file(name_or_path: str) -> tuple[dict[str, Any], str]:
+    """Raw data and source path of a scenario given by built-in name or file path."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        builtin = _scenarios_dir() / f"{name_or_path}.toml"
+        if builtin.is_file():
+            path = builtin
+        else:
+            raise ScenarioError(
+                "no such scenario file or built-in scenario "
+                f"(built-in: {', '.join(builtin_scenarios())})",
+                source=name_or_path,
+            )
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"not valid TOML ({exc})", source=str(path)) from None
+    except OSError as exc:
+        raise ScenarioError(f"cannot read ({exc.strerror})", source=str(path)) from None
+    if not data.get("name"):
+        data["name"] = path.stem
+    return data, str(path)
+
+
+def load_scenario(
+    name_or_path: str = DEFAULT_SCENARIO,
+    *,
+    overrides: list[str] | None = None,
+    seed: int | None = None,
+) -> Scenario:
+    """Load, override and validate a scenario. ``seed`` (if given) wins over the file."""
+    data, source = read_scenario_file(name_or_path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source = f"{source} (with --set)"
+    if seed is not None:
+        data = apply_overrides(data, [f"run.seed={int(seed)}"])
+    return validate_scenario(data, source=source)
+
+
+def resolved_dict(scenario: Scenario) -> dict[str, Any]:
+    """The scenario with every default filled in, ready to write as TOML (no None values)."""
+
+    def strip_none(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: strip_none(x) for k, x in v.items() if x is not None}
+        if isinstance(v, list):
+            return [strip_none(x) for x in v]
+        return v
+
+    return strip_none(scenario.model_dump(mode="json"))

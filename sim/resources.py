@@ -1,0 +1,400 @@
+"""Controllable and uncontrollable resources of a feeder, and the presets of the source papers.
+
+Every device is a typed, validated model with units in its field names. Devices name their bus
+by the case's bus label (``net.bus["name"]``, e.g. ``"16"`` on ieee51), never by a row index.
+``ResourceSet.attach(net)`` places the devices into a pandapower net as the plant sees them:
+
+========================  ==========================================================
+device                    pandapower element
+========================  ==========================================================
+PV, wind, DG              ``sgen`` (type ``PV`` / ``WP`` / ``DG``), p from profiles
+EV charging station       ``load`` (type ``ev``), p = ``ev`` profile × ``p_peak_mw``
+exchange station          ``load`` (type ``exchange``) + ``storage`` (its battery)
+ESS                       ``storage``
+SVC                       ``sgen`` (type ``SVC``), p = 0, q controllable
+capacitor bank            ``shunt`` (``q_mvar`` = −``q_step_mvar`` per step, ``step``)
+OLTC at the substation    ``ext_grid.vm_pu`` = ``vm_set_pu`` + tap × ``tap_step_percent``/100
+                          when the case has no substation transformer; else a ``trafo``
+line regulator            ``trafo`` tap changer (``tap_pos``)
+========================  ==========================================================
+
+Presets (``sim/data/presets/*.toml``) reproduce the source papers' setups; each file names every
+device and bus and says where the paper is silent and the bus was chosen by us.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pandapower as pp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from clustersim.errors import ScenarioError
+
+__all__ = [
+    "DG",
+    "ESS",
+    "PV",
+    "SVC",
+    "CapacitorBank",
+    "Device",
+    "EVStation",
+    "ExchangeStation",
+    "LineRegulator",
+    "OLTC",
+    "ResourceSet",
+    "Wind",
+    "load_preset",
+    "preset_names",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _DeviceBase(_Model):
+    name: str = Field(min_length=1)
+    bus: str = Field(min_length=1, description="bus label (net.bus['name'])")
+
+
+class PV(_DeviceBase):
+    """PV plant with a smart inverter (P from the ``pv`` profile, Q controllable within S)."""
+
+    kind: Literal["pv"] = "pv"
+    p_mw: float = Field(gt=0, description="rated active power")
+    s_mva: float | None = Field(default=None, gt=0, description="inverter rating, default 1.1 p_mw")
+
+    @property
+    def s_rated_mva(self) -> float:
+        return self.s_mva if self.s_mva is not None else 1.1 * self.p_mw
+
+
+class Wind(PV):
+    """Wind turbine (P from the ``wind`` profile, Q controllable within S)."""
+
+    kind: Literal["wind"] = "wind"  # type: ignore[assignment]
+
+
+class DG(_DeviceBase):
+    """Dispatchable distributed generator with a linear energy cost."""
+
+    kind: Literal["dg"] = "dg"
+    p_min_mw: float = Field(ge=0)
+    p_max_mw: float = Field(gt=0)
+    q_min_mvar: float = 0.0
+    q_max_mvar: float = 0.0
+    cost_per_mwh: float = Field(ge=0)
+    p_init_mw: float | None = None
+
+    @model_validator(mode="after")
+    def _ranges(self) -> DG:
+        if self.p_min_mw > self.p_max_mw or self.q_min_mvar > self.q_max_mvar:
+            raise ValueError("min above max")
+        return self
+
+
+class EVStation(_DeviceBase):
+    """EV charging station: an uncontrolled load following the ``ev`` profile."""
+
+    kind: Literal["ev"] = "ev"
+    p_peak_mw: float = Field(gt=0)
+    power_factor: float = Field(default=0.98, gt=0, le=1)
+
+
+class _StorageFields(_Model):
+    e_mwh: float = Field(gt=0, description="usable energy capacity")
+    p_max_mw: float = Field(gt=0, description="max charge and discharge power")
+    efficiency: float = Field(default=0.9, gt=0, le=1, description="one-way efficiency")
+    soc_min: float = Field(default=0.1, ge=0, le=1)
+    soc_max: float = Field(default=0.9, ge=0, le=1)
+    e_init_mwh: float | None = Field(default=None, ge=0, description="default: mid SOC")
+
+    @model_validator(mode="after")
+    def _soc(self) -> Any:
+        if self.soc_min > self.soc_max:
+            raise ValueError("soc_min above soc_max")
+        e0 = self.initial_energy_mwh
+        if not (0 <= e0 <= self.e_mwh + 1e-12):
+            raise ValueError("e_init_mwh outside [0, e_mwh]")
+        return self
+
+    @property
+    def initial_energy_mwh(self) -> float:
+        if self.e_init_mwh is not None:
+            return self.e_init_mwh
+        return 0.5 * (self.soc_min + self.soc_max) * self.e_mwh
+
+
+class ESS(_DeviceBase, _StorageFields):
+    """Battery energy storage system (P controllable, load convention: p > 0 charges)."""
+
+    kind: Literal["ess"] = "ess"
+
+
+class ExchangeStation(_DeviceBase, _StorageFields):
+    """Battery-swap (exchange) station: swap demand as a load plus its battery stock as storage."""
+
+    kind: Literal["exchange"] = "exchange"
+    p_peak_mw: float = Field(gt=0, description="peak swap-charging demand (ev profile)")
+    power_factor: float = Field(default=0.98, gt=0, le=1)
+
+
+class SVC(_DeviceBase):
+    """Static var compensator: continuous Q in [q_min_mvar, q_max_mvar] (generator convention)."""
+
+    kind: Literal["svc"] = "svc"
+    q_min_mvar: float
+    q_max_mvar: float
+    q_init_mvar: float = 0.0
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SVC:
+        if not self.q_min_mvar <= self.q_init_mvar <= self.q_max_mvar:
+            raise ValueError("need q_min_mvar <= q_init_mvar <= q_max_mvar")
+        return self
+
+
+class CapacitorBank(_DeviceBase):
+    """Switched capacitor bank: ``steps`` units of ``q_step_mvar`` each."""
+
+    kind: Literal["capacitor"] = "capacitor"
+    steps: int = Field(ge=1)
+    q_step_mvar: float = Field(gt=0, description="reactive power per step at 1.0 p.u.")
+    max_switching_per_day: int = Field(default=8, ge=0)
+    step_init: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _init(self) -> CapacitorBank:
+        if self.step_init > self.steps:
+            raise ValueError("step_init above steps")
+        return self
+
+
+class _TapFields(_Model):
+    tap_min: int
+    tap_max: int
+    tap_step_percent: float = Field(gt=0)
+    max_operations_per_day: int = Field(default=8, ge=0)
+    tap_init: int = 0
+
+    @model_validator(mode="after")
+    def _taps(self) -> Any:
+        if not self.tap_min <= self.tap_init <= self.tap_max:
+            raise ValueError("need tap_min <= tap_init <= tap_max")
+        return self
+
+
+class OLTC(_DeviceBase, _TapFields):
+    """On-load tap changer at the substation.
+
+    With ``trafo`` empty the case has no substation transformer (MATPOWER feeders): the OLTC is
+    modelled as the source voltage ``vm_set_pu + tap * tap_step_percent / 100`` at the slack bus.
+    """
+
+    kind: Literal["oltc"] = "oltc"
+    trafo: str = Field(default="", description="name of the net.trafo row, '' for the slack")
+    vm_set_pu: float = Field(default=1.0, gt=0.8, lt=1.2)
+
+
+class LineRegulator(_DeviceBase, _TapFields):
+    """Step voltage regulator on a feeder section: a tap-changing ``trafo`` of the case."""
+
+    kind: Literal["regulator"] = "regulator"
+    trafo: str = Field(min_length=1, description="name of the net.trafo row")
+
+
+Device = Annotated[
+    PV | Wind | DG | EVStation | ExchangeStation | ESS | SVC | CapacitorBank | OLTC | LineRegulator,
+    Field(discriminator="kind"),
+]
+
+KINDS = ("pv", "wind", "dg", "ev", "exchange", "ess", "svc", "capacitor", "oltc", "regulator")
+
+
+class ResourceSet(_Model):
+    """The devices of one scenario, with the case they were written for."""
+
+    name: str = "custom"
+    case: str | None = None
+    description: str = ""
+    devices: list[Device] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ResourceSet:
+        names = [d.name for d in self.devices]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate device names: {', '.join(dup)}")
+        return self
+
+    def of_kind(self, *kinds: str) -> list[Any]:
+        return [d for d in self.devices if d.kind in kinds]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for d in self.devices:
+            out[d.kind] = out.get(d.kind, 0) + 1
+        return out
+
+    def attach(self, net: pp.pandapowerNet) -> dict[str, tuple[str, int]]:
+        """Create the devices in ``net`` (in place); return device name → (table, row).
+
+        Exchange stations map to their load row; their battery row is ``"<name>:battery"``.
+        Raises ScenarioError when a bus label or transformer name is not in the net.
+        """
+        by_label = _bus_lookup(net)
+        where: dict[str, tuple[str, int]] = {}
+
+        def bus(d: Any) -> int:
+            try:
+                return by_label[d.bus]
+            except KeyError:
+                raise ScenarioError(
+                    f"device {d.name!r}: bus {d.bus!r} is not a bus of case {net.name!r}"
+                ) from None
+
+        for d in self.devices:
+            if isinstance(d, PV):  # Wind derives from PV
+                idx = pp.create_sgen(
+                    net, bus(d), p_mw=0.0, q_mvar=0.0, sn_mva=d.s_rated_mva, name=d.name,
+                    type="WP" if d.kind == "wind" else "PV",
+                )
+                where[d.name] = ("sgen", idx)
+            elif isinstance(d, DG):
+                p0 = d.p_init_mw if d.p_init_mw is not None else d.p_min_mw
+                idx = pp.create_sgen(
+                    net, bus(d), p_mw=p0, q_mvar=0.0, name=d.name, type="DG",
+                    max_p_mw=d.p_max_mw, min_p_mw=d.p_min_mw, controllable=True,
+                )
+                where[d.name] = ("sgen", idx)
+            elif isinstance(d, EVStation | ExchangeStation):
+                q = d.p_peak_mw * math.tan(math.acos(d.power_factor))
+                idx = pp.create_load(
+                    net, bus(d), p_mw=d.p_peak_mw, q_mvar=q, name=d.name, type=d.kind,
+                )
+                where[d.name] = ("load", idx)
+                if isinstance(d, ExchangeStation):
+                    sidx = _create_storage(net, bus(d), d, f"{d.name}:battery")
+                    where[f"{d.name}:battery"] = ("storage", sidx)
+            elif isinstance(d, ESS):
+                where[d.name] = ("storage", _create_storage(net, bus(d), d, d.name))
+            elif isinstance(d, SVC):
+                idx = pp.create_sgen(
+                    net, bus(d), p_mw=0.0, q_mvar=d.q_init_mvar, name=d.name, type="SVC",
+                    max_q_mvar=d.q_max_mvar, min_q_mvar=d.q_min_mvar, controllable=True,
+                )
+                where[d.name] = ("sgen", idx)
+            elif isinstance(d, CapacitorBank):
+                idx = pp.create_shunt(
+                    net, bus(d), q_mvar=-d.q_step_mvar, p_mw=0.0, step=d.step_init,
+                    max_step=d.steps, name=d.name,
+                )
+                where[d.name] = ("shunt", idx)
+            elif isinstance(d, OLTC | LineRegulator):
+                if d.trafo:
+                    hits = net.trafo.index[net.trafo["name"].astype(str) == d.trafo]
+                    if len(hits) != 1:
+                        raise ScenarioError(
+                            f"device {d.name!r}: transformer {d.trafo!r} is not in case "
+                            f"{net.name!r}"
+                        )
+                    t = int(hits[0])
+                    net.trafo.loc[t, ["tap_min", "tap_max", "tap_pos", "tap_neutral"]] = [
+                        d.tap_min, d.tap_max, d.tap_init, 0,
+                    ]
+                    net.trafo.loc[t, "tap_step_percent"] = d.tap_step_percent
+                    net.trafo.loc[t, "tap_changer_type"] = "Ratio"
+                    where[d.name] = ("trafo", t)
+                else:
+                    eg = net.ext_grid.index[net.ext_grid.bus == bus(d)]
+                    if len(eg) != 1:
+                        raise ScenarioError(
+                            f"device {d.name!r}: an OLTC without 'trafo' must sit at the slack "
+                            f"bus; {d.bus!r} is not the slack of case {net.name!r}"
+                        )
+                    e = int(eg[0])
+                    net.ext_grid.loc[e, "vm_pu"] = oltc_vm_pu(d, d.tap_init)
+                    where[d.name] = ("ext_grid", e)
+        return where
+
+
+def oltc_vm_pu(d: OLTC, tap: float) -> float:
+    """Source voltage of a slack-bus OLTC at tap position ``tap``."""
+    return float(d.vm_set_pu + tap * d.tap_step_percent / 100.0)
+
+
+def _create_storage(net: pp.pandapowerNet, bus: int, d: _StorageFields, name: str) -> int:
+    soc = 100.0 * d.initial_energy_mwh / d.e_mwh
+    return int(
+        pp.create_storage(
+            net, bus, p_mw=0.0, max_e_mwh=d.e_mwh, q_mvar=0.0, sn_mva=d.p_max_mw, name=name,
+            soc_percent=soc, min_e_mwh=d.soc_min * d.e_mwh, max_p_mw=d.p_max_mw,
+            min_p_mw=-d.p_max_mw, controllable=True,
+        )
+    )
+
+
+def _bus_lookup(net: pp.pandapowerNet) -> dict[str, int]:
+    labels = net.bus["name"].astype(str)
+    if labels.duplicated().any():
+        # fall back to row indices when a user case has no unique labels
+        return {str(i): int(i) for i in net.bus.index}
+    return {str(lbl): int(i) for lbl, i in zip(labels, net.bus.index, strict=True)}
+
+
+def _presets_dir() -> Path:
+    return Path(str(importlib.resources.files("clustersim.sim.data").joinpath("presets")))
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped resource presets."""
+    return sorted(p.stem for p in _presets_dir().glob("*.toml"))
+
+
+def parse_resources(data: dict[str, Any], *, source: str) -> ResourceSet:
+    """Build a ResourceSet from TOML data: one array of tables per kind (``[[pv]]``, ...)."""
+    data = dict(data)
+    devices: list[dict[str, Any]] = []
+    for kind in KINDS:
+        for entry in data.pop(kind, []):
+            if not isinstance(entry, dict):
+                raise ScenarioError(f"[[{kind}]] entries must be tables", source=source, key=kind)
+            devices.append({"kind": kind, **entry})
+    try:
+        return ResourceSet(devices=devices, **data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = list(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        if loc and loc[0] == "devices" and len(loc) > 1 and isinstance(loc[1], int):
+            dev = devices[loc[1]]
+            key = ".".join([dev["kind"], str(dev.get("name", loc[1])), *map(str, loc[3:])])
+        raise ScenarioError(err["msg"], source=source, key=key) from None
+
+
+def load_preset(name_or_path: str) -> ResourceSet:
+    """Load a shipped preset by name (``ieee33-ev``) or a preset TOML file by path."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = _presets_dir() / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise ScenarioError(
+                f"unknown resource preset {name_or_path!r} (built-in: {', '.join(preset_names())})"
+            )
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"not valid TOML ({exc})", source=str(path)) from None
+    return parse_resources(data, source=str(path))
+
+
+def penetration(resources: ResourceSet, peak_load_mw: float) -> float:
+    """PV + wind rated power over peak load (the 'penetration' of the source papers)."""
+    cap = sum(d.p_mw for d in resources.of_kind("pv", "wind"))
+    return float(np.divide(cap, peak_load_mw))
