@@ -1,0 +1,85 @@
+"""Scenario files: validation with one-line errors naming file and key, overrides, built-ins."""
+
+from __future__ import annotations
+
+import pytest
+
+from clustersim.errors import ScenarioError
+from clustersim.scenario import (
+    DEFAULT_SCENARIO,
+    apply_overrides,
+    builtin_scenarios,
+    load_scenario,
+)
+
+
+def test_builtins_exist_and_validate():
+    names = builtin_scenarios()
+    assert {"ieee33-ev-none", "ieee51-ga-none"} <= set(names)
+    assert DEFAULT_SCENARIO == "ieee33-ev-none"
+    for name in names:
+        sc = load_scenario(name)
+        assert sc.name == name
+
+
+def test_defaults_filled_in():
+    sc = load_scenario("ieee33-ev-none")
+    assert sc.control.mode == "none"
+    assert sc.run.plant_step_s == 60 and sc.run.duration_h == 24
+    assert sc.comm.latency.mean_ms == 50 and sc.comm.loss.p == 0.01
+    assert sc.partition.min_size == 3
+
+
+def test_overrides_and_seed():
+    sc = load_scenario(
+        "ieee33-ev-none",
+        overrides=["comm.loss.p=0.1", "run.duration_h=2", 'case.name="ieee69"', "comm.latency={dist='constant', mean_ms=10}"],
+        seed=7,
+    )
+    assert sc.comm.loss.p == 0.1
+    assert sc.run.duration_h == 2
+    assert sc.case.name == "ieee69"
+    assert sc.comm.latency.dist == "constant" and sc.comm.latency.mean_ms == 10
+    assert sc.run.seed == 7
+    # bare words are strings
+    assert apply_overrides({}, ["case.name=ieee51"]) == {"case": {"name": "ieee51"}}
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "what"),
+    [
+        ("[run]\nduraton_h = 3\n", "run.duraton_h", "unknown key"),
+        ("[run]\nduration_h = 'long'\n", "run.duration_h", "number"),
+        ("[control]\nmode = 'smart'\n", "control.mode", "smart"),
+        ("[cotrol]\nmode = 'none'\n", "cotrol", "unknown key"),
+        ("[run]\nplant_step_s = 70\n", "run", "divide 900"),
+        ("[partition]\nmin_size = 5\nmax_size = 3\n", "partition", "min_size"),
+    ],
+)
+def test_invalid_file_names_file_and_key(tmp_path, text, key, what):
+    path = _write(tmp_path, text)
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(path)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert path in msg and key in msg and what in msg
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    with pytest.raises(ScenarioError, match="not valid TOML"):
+        load_scenario(_write(tmp_path, "[run\n"))
+    with pytest.raises(ScenarioError, match="no such scenario"):
+        load_scenario(str(tmp_path / "absent.toml"))
+
+
+def test_bad_override_is_named():
+    with pytest.raises(ScenarioError, match="--set"):
+        load_scenario("ieee33-ev-none", overrides=["run.duration_h"])
+    with pytest.raises(ScenarioError, match=r"run\.seed"):
+        load_scenario("ieee33-ev-none", overrides=["run.seed=-1"])
