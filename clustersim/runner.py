@@ -35,7 +35,16 @@ SIMBENCH_CODES = {
     "simbench-mv-rural": "1-MV-rural--0-sw",
     "simbench-mv-semiurb": "1-MV-semiurb--0-sw",
 }
-_VERSIONED = ("clustersim", "pandapower", "numpy", "pandas", "scipy", "pymoo", "simbench", "networkx")
+_VERSIONED = (
+    "clustersim",
+    "pandapower",
+    "numpy",
+    "pandas",
+    "scipy",
+    "pymoo",
+    "simbench",
+    "networkx",
+)
 
 
 @dataclass
@@ -70,7 +79,9 @@ def resource_set(scenario: Scenario) -> resources.ResourceSet:
     added = resources.parse_resources(extra, source="[resources]")
     try:
         return resources.ResourceSet(
-            name=base.name, case=base.case, description=base.description,
+            name=base.name,
+            case=base.case,
+            description=base.description,
             devices=[*base.devices, *added.devices],
         )
     except ValueError as exc:
@@ -140,7 +151,9 @@ def write_results(
     _voltage_heatmap(out_dir / "figures" / "voltage_heatmap.png", record, summary, scenario)
 
 
-def _voltage_heatmap(path: Path, record: PlantRecord, summary: dict[str, Any], sc: Scenario) -> None:
+def _voltage_heatmap(
+    path: Path, record: PlantRecord, summary: dict[str, Any], sc: Scenario
+) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.colors import TwoSlopeNorm
 
@@ -152,7 +165,11 @@ def _voltage_heatmap(path: Path, record: PlantRecord, summary: dict[str, Any], s
     fig, ax = plt.subplots(figsize=(10, max(3.0, min(12.0, 0.09 * vm.shape[0] + 2))))
     step_h = (hours[1] - hours[0]) if len(hours) > 1 else sc.run.plant_step_s / 3600
     im = ax.imshow(
-        vm, aspect="auto", origin="lower", cmap="RdBu_r", interpolation="nearest",
+        vm,
+        aspect="auto",
+        origin="lower",
+        cmap="RdBu_r",
+        interpolation="nearest",
         norm=TwoSlopeNorm(vcenter=1.0, vmin=min(lo, 0.999), vmax=max(hi, 1.001)),
         extent=(hours[0], hours[-1] + step_h, -0.5, vm.shape[0] - 0.5),
     )
@@ -205,7 +222,9 @@ def run_scenario(
         "profiles": plant.profiles.source,
         "resources": plant.resources.counts(),
     }
-    summary.update(kpi.summarize(plant, vm_min_pu=scenario.run.vm_min_pu, vm_max_pu=scenario.run.vm_max_pu))
+    summary.update(
+        kpi.summarize(plant, vm_min_pu=scenario.run.vm_min_pu, vm_max_pu=scenario.run.vm_max_pu)
+    )
     summary["powerflow_failure_steps"] = list(plant.powerflow_failures)
     summary["wall_time_s"] = round(time.perf_counter() - t0, 3)
     write_results(out_dir, scenario, summary, record)

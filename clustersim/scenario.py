@@ -27,7 +27,18 @@ __all__ = [
 
 DEFAULT_SCENARIO = "ieee33-ev-none"
 
-DEVICE_KINDS = ("pv", "wind", "dg", "ev", "exchange", "ess", "svc", "capacitor", "oltc", "regulator")
+DEVICE_KINDS = (
+    "pv",
+    "wind",
+    "dg",
+    "ev",
+    "exchange",
+    "ess",
+    "svc",
+    "capacitor",
+    "oltc",
+    "regulator",
+)
 
 
 class _Table(BaseModel):
@@ -54,7 +65,9 @@ class ResourcesConfig(_Table):
 
 class ProfilesConfig(_Table):
     source: Literal["synthetic", "simbench"] = "synthetic"
-    day: int = Field(default=0, ge=0, le=364, description="day of the year (simbench) / start day")
+    day: int = Field(
+        default=0, ge=0, le=365, description="day of the SimBench year 2016 (0-365) / start day"
+    )
     simbench_code: str = Field(
         default="", description="SimBench grid whose profiles to use; default: the case's own"
     )
@@ -75,9 +88,9 @@ class PartitionConfig(_Table):
 
 
 class ControlConfig(_Table):
-    mode: Literal[
-        "none", "local", "centralized", "clustered", "active-only", "reactive-only"
-    ] = "none"
+    mode: Literal["none", "local", "centralized", "clustered", "active-only", "reactive-only"] = (
+        "none"
+    )
     interval_s: int = Field(default=900, gt=0)
     optimizer: str = "nsga2"
     pop_size: int = Field(default=40, ge=2)

@@ -211,17 +211,19 @@ def describe_case(name: str) -> dict[str, Any]:
     """
     net = load_case(name)
     try:
-        pp.runpp(net, numba=True)
+        pp.runpp(net, numba=False)
     except pp.LoadflowNotConverged as exc:
         raise PowerFlowError(f"case {name}: base power flow does not converge") from exc
     losses_kw = 1e3 * (net.res_line.pl_mw.sum() + net.res_trafo.pl_mw.sum())
     energized = net.res_bus.vm_pu.notna()
     return {
         "name": name,
-        "n_buses": int(len(net.bus)),
+        "n_buses": len(net.bus),
         "n_lines": int(net.line.in_service.sum()),
         "radial": bool(is_radial(net)),
-        "total_load_mw": round(float((net.load.p_mw * net.load.scaling)[net.load.in_service].sum()), 6),
+        "total_load_mw": round(
+            float((net.load.p_mw * net.load.scaling)[net.load.in_service].sum()), 6
+        ),
         "base_losses_kw": round(float(losses_kw), 4),
         "min_vm_pu": round(float(net.res_bus.vm_pu[energized].min()), 6),
         "resources": _resource_counts(net),

@@ -39,6 +39,7 @@ from clustersim.errors import ScenarioError
 __all__ = [
     "DG",
     "ESS",
+    "OLTC",
     "PV",
     "SVC",
     "CapacitorBank",
@@ -46,7 +47,6 @@ __all__ = [
     "EVStation",
     "ExchangeStation",
     "LineRegulator",
-    "OLTC",
     "ResourceSet",
     "Wind",
     "load_preset",
@@ -262,21 +262,38 @@ class ResourceSet(_Model):
         for d in self.devices:
             if isinstance(d, PV):  # Wind derives from PV
                 idx = pp.create_sgen(
-                    net, bus(d), p_mw=0.0, q_mvar=0.0, sn_mva=d.s_rated_mva, name=d.name,
+                    net,
+                    bus(d),
+                    p_mw=0.0,
+                    q_mvar=0.0,
+                    sn_mva=d.s_rated_mva,
+                    name=d.name,
                     type="WP" if d.kind == "wind" else "PV",
                 )
                 where[d.name] = ("sgen", idx)
             elif isinstance(d, DG):
                 p0 = d.p_init_mw if d.p_init_mw is not None else d.p_min_mw
                 idx = pp.create_sgen(
-                    net, bus(d), p_mw=p0, q_mvar=0.0, name=d.name, type="DG",
-                    max_p_mw=d.p_max_mw, min_p_mw=d.p_min_mw, controllable=True,
+                    net,
+                    bus(d),
+                    p_mw=p0,
+                    q_mvar=0.0,
+                    name=d.name,
+                    type="DG",
+                    max_p_mw=d.p_max_mw,
+                    min_p_mw=d.p_min_mw,
+                    controllable=True,
                 )
                 where[d.name] = ("sgen", idx)
             elif isinstance(d, EVStation | ExchangeStation):
                 q = d.p_peak_mw * math.tan(math.acos(d.power_factor))
                 idx = pp.create_load(
-                    net, bus(d), p_mw=d.p_peak_mw, q_mvar=q, name=d.name, type=d.kind,
+                    net,
+                    bus(d),
+                    p_mw=d.p_peak_mw,
+                    q_mvar=q,
+                    name=d.name,
+                    type=d.kind,
                 )
                 where[d.name] = ("load", idx)
                 if isinstance(d, ExchangeStation):
@@ -286,14 +303,26 @@ class ResourceSet(_Model):
                 where[d.name] = ("storage", _create_storage(net, bus(d), d, d.name))
             elif isinstance(d, SVC):
                 idx = pp.create_sgen(
-                    net, bus(d), p_mw=0.0, q_mvar=d.q_init_mvar, name=d.name, type="SVC",
-                    max_q_mvar=d.q_max_mvar, min_q_mvar=d.q_min_mvar, controllable=True,
+                    net,
+                    bus(d),
+                    p_mw=0.0,
+                    q_mvar=d.q_init_mvar,
+                    name=d.name,
+                    type="SVC",
+                    max_q_mvar=d.q_max_mvar,
+                    min_q_mvar=d.q_min_mvar,
+                    controllable=True,
                 )
                 where[d.name] = ("sgen", idx)
             elif isinstance(d, CapacitorBank):
                 idx = pp.create_shunt(
-                    net, bus(d), q_mvar=-d.q_step_mvar, p_mw=0.0, step=d.step_init,
-                    max_step=d.steps, name=d.name,
+                    net,
+                    bus(d),
+                    q_mvar=-d.q_step_mvar,
+                    p_mw=0.0,
+                    step=d.step_init,
+                    max_step=d.steps,
+                    name=d.name,
                 )
                 where[d.name] = ("shunt", idx)
             elif isinstance(d, OLTC | LineRegulator):
@@ -306,7 +335,10 @@ class ResourceSet(_Model):
                         )
                     t = int(hits[0])
                     net.trafo.loc[t, ["tap_min", "tap_max", "tap_pos", "tap_neutral"]] = [
-                        d.tap_min, d.tap_max, d.tap_init, 0,
+                        d.tap_min,
+                        d.tap_max,
+                        d.tap_init,
+                        0,
                     ]
                     net.trafo.loc[t, "tap_step_percent"] = d.tap_step_percent
                     net.trafo.loc[t, "tap_changer_type"] = "Ratio"
@@ -319,6 +351,7 @@ class ResourceSet(_Model):
                             f"bus; {d.bus!r} is not the slack of case {net.name!r}"
                         )
                     e = int(eg[0])
+                    assert isinstance(d, OLTC)  # a LineRegulator always names its trafo
                     net.ext_grid.loc[e, "vm_pu"] = oltc_vm_pu(d, d.tap_init)
                     where[d.name] = ("ext_grid", e)
         return where
@@ -333,9 +366,18 @@ def _create_storage(net: pp.pandapowerNet, bus: int, d: _StorageFields, name: st
     soc = 100.0 * d.initial_energy_mwh / d.e_mwh
     return int(
         pp.create_storage(
-            net, bus, p_mw=0.0, max_e_mwh=d.e_mwh, q_mvar=0.0, sn_mva=d.p_max_mw, name=name,
-            soc_percent=soc, min_e_mwh=d.soc_min * d.e_mwh, max_p_mw=d.p_max_mw,
-            min_p_mw=-d.p_max_mw, controllable=True,
+            net,
+            bus,
+            p_mw=0.0,
+            max_e_mwh=d.e_mwh,
+            q_mvar=0.0,
+            sn_mva=d.p_max_mw,
+            name=name,
+            soc_percent=soc,
+            min_e_mwh=d.soc_min * d.e_mwh,
+            max_p_mw=d.p_max_mw,
+            min_p_mw=-d.p_max_mw,
+            controllable=True,
         )
     )
 
@@ -367,7 +409,7 @@ def parse_resources(data: dict[str, Any], *, source: str) -> ResourceSet:
                 raise ScenarioError(f"[[{kind}]] entries must be tables", source=source, key=kind)
             devices.append({"kind": kind, **entry})
     try:
-        return ResourceSet(devices=devices, **data)
+        return ResourceSet.model_validate({**data, "devices": devices})
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = list(err["loc"])

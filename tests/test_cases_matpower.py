@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandapower as pp
 import pytest
-from clustersim.sim.cases import describe_case, load_case
-from clustersim.sim.data.convert_matpower import main, matpower_to_pandapower
 
 from clustersim.errors import CaseError
+from clustersim.sim.cases import describe_case, load_case
+from clustersim.sim.data.convert_matpower import main, matpower_to_pandapower
 
 # Published base cases with a 1.0 p.u. source: (n_buses, losses kW, min vm p.u., min bus)
 PINNED = {

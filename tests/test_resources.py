@@ -26,7 +26,14 @@ def test_ieee33_ev_matches_paper_setup():
     rs = load_preset("ieee33-ev")
     assert rs.case == "ieee33"
     c = rs.counts()
-    assert (c["pv"], c["ev"], c["exchange"], c["ess"], c["svc"], c["capacitor"]) == (7, 5, 3, 5, 3, 5)
+    assert (c["pv"], c["ev"], c["exchange"], c["ess"], c["svc"], c["capacitor"]) == (
+        7,
+        5,
+        3,
+        5,
+        3,
+        5,
+    )
     peak = cases.describe_case("ieee33")["total_load_mw"]
     assert penetration(rs, peak) == pytest.approx(0.14, abs=0.002)
     ev_peak = sum(d.p_peak_mw for d in rs.of_kind("ev", "exchange"))
@@ -89,8 +96,18 @@ def test_unknown_bus_is_a_clear_error():
     ("data", "key"),
     [
         ({"svc": [{"name": "s", "bus": "3", "q_min_mvar": 1, "q_max_mvar": -1}]}, "svc.s"),
-        ({"ess": [{"name": "e", "bus": "3", "e_mwh": 1, "p_max_mw": 0.1, "colour": 1}]}, "ess.e.colour"),
-        ({"capacitor": [{"name": "c", "bus": "3", "steps": 2, "q_step_mvar": 0.1, "step_init": 3}]}, "capacitor.c"),
+        (
+            {"ess": [{"name": "e", "bus": "3", "e_mwh": 1, "p_max_mw": 0.1, "colour": 1}]},
+            "ess.e.colour",
+        ),
+        (
+            {
+                "capacitor": [
+                    {"name": "c", "bus": "3", "steps": 2, "q_step_mvar": 0.1, "step_init": 3}
+                ]
+            },
+            "capacitor.c",
+        ),
     ],
 )
 def test_invalid_devices_name_the_key(data, key):

@@ -33,7 +33,12 @@ def test_defaults_filled_in():
 def test_overrides_and_seed():
     sc = load_scenario(
         "ieee33-ev-none",
-        overrides=["comm.loss.p=0.1", "run.duration_h=2", 'case.name="ieee69"', "comm.latency={dist='constant', mean_ms=10}"],
+        overrides=[
+            "comm.loss.p=0.1",
+            "run.duration_h=2",
+            'case.name="ieee69"',
+            "comm.latency={dist='constant', mean_ms=10}",
+        ],
         seed=7,
     )
     assert sc.comm.loss.p == 0.1

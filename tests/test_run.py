@@ -1,0 +1,186 @@
+"""`clustersim run`: the results folder, its files, determinism, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clustersim.errors import ScenarioError
+from clustersim.runner import run_scenario
+from clustersim.scenario import load_scenario
+
+SUMMARY_KEYS = {
+    "case",
+    "mode",
+    "seed",
+    "duration_h",
+    "plant_step_s",
+    "max_abs_voltage_deviation_pu",
+    "mean_abs_voltage_deviation_pu",
+    "min_vm_pu",
+    "max_vm_pu",
+    "voltage_violation_bus_hours",
+    "energy_losses_mwh",
+    "energy_cost",
+    "powerflow_failures",
+    "wall_time_s",
+}
+CLI = [sys.executable, "-m", "clustersim.cli"]
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    sc = load_scenario("ieee33-ev-none", overrides=["run.duration_h=1"])
+    return run_scenario(sc, out)
+
+
+def test_results_folder(short_run):
+    out = short_run.out_dir
+    assert {p.name for p in out.iterdir()} == {
+        "scenario.toml",
+        "summary.json",
+        "timeseries.parquet",
+        "figures",
+    }
+    assert not list(out.rglob("*.part"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["case"] == "ieee33" and summary["mode"] == "none" and summary["seed"] == 1
+    assert summary["steps"] == 60 and summary["powerflow_failures"] == 0
+    ts = pd.read_parquet(out / "timeseries.parquet")
+    assert len(ts) == 60 and ts.converged.all()
+    vm = ts.filter(like="vm_pu.").to_numpy()
+    assert vm.shape == (60, 33)
+    # summary is traceable to the table
+    assert summary["min_vm_pu"] == pytest.approx(vm.min())
+    assert summary["max_abs_voltage_deviation_pu"] == pytest.approx(np.abs(vm - 1).max())
+    assert summary["energy_losses_mwh"] == pytest.approx(ts.p_loss_mw.sum() / 60)
+    assert summary["energy_cost"] == pytest.approx((ts.p_slack_mw * ts.price_per_mwh).sum() / 60)
+    png = (out / "figures" / "voltage_heatmap.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_resolved_scenario_reruns_identically(short_run, tmp_path):
+    text = (short_run.out_dir / "scenario.toml").read_text()
+    doc = tomllib.loads(text)
+    assert doc["run"]["seed"] == 1 and doc["comm"]["loss"]["p"] == 0.01
+    assert doc["provenance"]["pandapower"] and doc["provenance"]["clustersim"]
+    again = run_scenario(
+        load_scenario(str(short_run.out_dir / "scenario.toml")), tmp_path / "again"
+    )
+    a = pd.read_parquet(short_run.out_dir / "timeseries.parquet")
+    b = pd.read_parquet(again.out_dir / "timeseries.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    drop = {"wall_time_s"}
+    assert {k: v for k, v in again.summary.items() if k not in drop} == {
+        k: v for k, v in short_run.summary.items() if k not in drop
+    }
+
+
+def test_other_seed_other_numbers(short_run, tmp_path):
+    other = run_scenario(
+        load_scenario("ieee33-ev-none", overrides=["run.duration_h=1"], seed=2), tmp_path / "o"
+    )
+    assert other.summary["energy_losses_mwh"] != short_run.summary["energy_losses_mwh"]
+
+
+def test_unimplemented_mode_is_refused():
+    sc = load_scenario("ieee33-ev-none", overrides=["control.mode=clustered"])
+    with pytest.raises(ScenarioError, match=r"control\.mode"):
+        run_scenario(sc, Path("/nonexistent"))
+
+
+def test_preset_for_other_case_is_refused(tmp_path):
+    sc = load_scenario("ieee33-ev-none", overrides=["case.name=ieee69", "run.duration_h=0.1"])
+    with pytest.raises(ScenarioError, match="written for case 'ieee33'"):
+        run_scenario(sc, tmp_path / "x")
+
+
+def _cli(*args, cwd=None):
+    env = {**os.environ, "COLUMNS": "120"}
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
+
+
+def test_cli_bad_scenario_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[case]\nname = "ieee33"\n[run]\nduraton_h = 2\n')
+    r = _cli("run", str(bad), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert str(bad) in lines[0] and "run.duraton_h" in lines[0] and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+    r = _cli("run", str(tmp_path / "missing.toml"))
+    assert r.returncode == 2 and "missing.toml" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("run", "ieee33-ev-none", "--set", "run.duration_h=abc")
+    assert r.returncode == 2 and "run.duration_h" in r.stderr
+
+
+def test_cli_run_prints_kpis_and_path(tmp_path):
+    r = _cli(
+        "run",
+        "ieee51-ga-none",
+        "--set",
+        "run.duration_h=0.25",
+        "--seed",
+        "4",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "KPIs" in r.stdout and "energy_losses_mwh" in r.stdout
+    assert str(tmp_path / "o") in r.stdout.replace("\n", "")
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["case"] == "ieee51" and summary["seed"] == 4 and summary["steps"] == 15
+
+
+def test_cli_cases_and_case_info():
+    r = _cli("cases")
+    assert r.returncode == 0
+    for name in (
+        "ieee33",
+        "ieee51",
+        "ieee69",
+        "ieee123",
+        "simbench-mv-rural",
+        "simbench-mv-semiurb",
+    ):
+        assert name in r.stdout
+    r = _cli("case-info", "ieee33", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert set(info) == {
+        "name",
+        "n_buses",
+        "n_lines",
+        "radial",
+        "total_load_mw",
+        "base_losses_kw",
+        "min_vm_pu",
+        "resources",
+    }
+    assert info["n_buses"] == 33 and info["radial"] is True
+    assert info["base_losses_kw"] == pytest.approx(202.7, abs=0.5)
+    assert info["min_vm_pu"] == pytest.approx(0.9131, abs=0.0005)
+    r = _cli("case-info", "nosuchcase")
+    assert r.returncode == 2 and "nosuchcase" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ieee33-ev-none", "ieee51-ga-none"])
+def test_builtin_scenarios_full_day(name, tmp_path):
+    res = run_scenario(load_scenario(name), tmp_path / name)
+    s = res.summary
+    assert s["steps"] == 1440 and s["powerflow_failures"] == 0
+    assert 0.85 < s["min_vm_pu"] < 1.0 and s["energy_losses_mwh"] > 0
