@@ -129,3 +129,25 @@ def test_same_seed_same_record(prof):
     a = _plant(prof, preset="ieee51-ga", n_steps=10).run().to_frame()
     b = _plant(prof, preset="ieee51-ga", n_steps=10).run().to_frame()
     assert a.equals(b)
+
+
+def test_simbench_elements_follow_their_own_profiles():
+    net = cases.load_case("simbench-mv-rural")
+    base_load = net.load.copy()
+    base_sgen = net.sgen.copy()
+    prof = profiles.from_simbench("1-MV-rural--0-sw", day=100, seed=1)
+    plant = Plant(net, ResourceSet(), prof, plant_step_s=900, n_steps=3)
+    plant.run()
+    act = prof.actual
+    k = 2
+    for row in base_load.index[:10]:
+        col = f"{base_load.at[row, 'profile']}_pload"
+        assert plant.net.load.at[row, "p_mw"] == pytest.approx(
+            act[col].iloc[k] * base_load.at[row, "p_mw"], rel=1e-12
+        )
+    for row in base_sgen.index[:10]:
+        col = base_sgen.at[row, "profile"]
+        assert plant.net.sgen.at[row, "p_mw"] == pytest.approx(
+            act[col].iloc[k] * base_sgen.at[row, "p_mw"], rel=1e-12
+        )
+    assert plant.record.converged.all()
