@@ -74,6 +74,10 @@ def _load_simbench(code: str) -> pp.pandapowerNet:
         warnings.simplefilter("ignore")
         net = sb.get_simbench_net(code)
     net.bus["name"] = net.bus["name"].astype(str)
+    # SimBench leaves tap_changer_type empty, and pandapower then ignores tap_pos: make the
+    # HV/MV transformers' tap changers real ratio devices (tap_pos 0 = neutral: base case unchanged)
+    taps = net.trafo.tap_pos.notna() & (net.trafo.tap_step_percent.fillna(0) > 0)
+    net.trafo.loc[taps, "tap_changer_type"] = "Ratio"
     return net
 
 
@@ -211,7 +215,7 @@ def describe_case(name: str) -> dict[str, Any]:
     """
     net = load_case(name)
     try:
-        pp.runpp(net, numba=False)
+        pp.runpp(net, numba=False, lightsim2grid=False)
     except pp.LoadflowNotConverged as exc:
         raise PowerFlowError(f"case {name}: base power flow does not converge") from exc
     losses_kw = 1e3 * (net.res_line.pl_mw.sum() + net.res_trafo.pl_mw.sum())

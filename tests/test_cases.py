@@ -90,3 +90,12 @@ def test_unknown_and_broken_cases(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(CaseError, match="not a readable pandapower JSON"):
         load_case(str(bad))
+
+
+def test_simbench_tap_changers_act():
+    net = load_case("simbench-mv-rural")
+    pp.runpp(net, numba=False, lightsim2grid=False)
+    v0 = net.res_bus.vm_pu.copy()
+    net.trafo["tap_pos"] = 2  # tap on the hv side: +2 × 1.5 % lowers the mv side
+    pp.runpp(net, numba=False, lightsim2grid=False)
+    assert (net.res_bus.vm_pu[net.bus.vn_kv < 100] < v0[net.bus.vn_kv < 100] - 0.02).all()
