@@ -10,28 +10,34 @@ Source
     IEEE PES 123-node test feeder as distributed with OpenDSS (dss-extensions/electricdss-tst,
     commit 3b208397, ``Version8/Distrib/IEEETestCases/123Bus``): ``IEEE123Master.dss`` with its
     redirects ``IEEELineCodes.DSS``, ``IEEE123Regulators.DSS``, ``IEEE123Loads.DSS``, and
-    ``BusCoords.dat``. 4.16 kV, three-phase unbalanced, 3490 kW / 1925 kvar of spot load.
+    ``BusCoords.dat``. 4.16 kV, three-phase unbalanced, 3490 kW / 1920 kvar of spot load.
 
 How it is read
     The feeder is compiled and solved with OpenDSSDirect.py (``CalcVoltageBases`` for 4.16 and
     0.48 kV, snapshot solution with the RegControls active). Every element is read from that
-    compiled circuit (not from the text), and the pandapower net is built from scratch; pandapower's
-    ``from_opendss`` is not used (it imports each regulator phase as its own transformer at its own
-    fixed tap, which is why its power flow does not converge).
+    compiled circuit (not from the text), and the pandapower net is built from scratch. pandapower's
+    ``from_opendss`` is not used: it imports every regulator phase as its own transformer at its
+    own solved ratio (reg4a/b/c in parallel at 4.420/4.264/4.316 kV, vk 0.01 %, no tap changer),
+    and its power flow does not converge.
 
 Modelling choices (balanced single-phase equivalent)
     * Buses: every OpenDSS bus keeps its OpenDSS name (lower case, as OpenDSS reports it) in
-      ``net.bus["name"]``; 130 buses. The two dummy buses ``300_open`` and ``94_open`` are
-      removed (see switches). ``net.bus["phases"]`` records which phases the bus has in the
-      unbalanced feeder ("abc", "ac", "a", ...), ``net.bus.geo`` the BusCoords.dat position
-      (buses without one, the regulator and switch stubs, have none). Bus 610 (0.48 kV, behind the
-      150 kVA transformer ``xfm1``, no load) is kept; all other buses are 4.16 kV.
+      ``net.bus["name"]``; 129 of OpenDSS's 132 buses, all 4.16 kV. Removed: the dummy buses
+      ``300_open`` and ``94_open`` (see switches) and bus 610, the 0.48 kV secondary of the
+      150 kVA delta-delta transformer ``xfm1`` at 61s, which carries no load or capacitor (the
+      transformer goes with it: the net's only trafos are the four regulators, and there is one
+      voltage level). No other bus is removed or merged (the source paper's 114 buses drop
+      intermediate nodes; here every node is kept so resource presets can name any OpenDSS bus).
+      ``net.bus["phases"]`` records which phases the bus has in the unbalanced feeder ("abc",
+      "ac", "a", ...), ``net.bus.geo`` the BusCoords.dat position.
     * Source: ``ext_grid`` at bus 150, vm_pu 1.0 (the Vsource; its 1e-4 ohm impedance is
       neglected).
     * Lines: one pandapower line per OpenDSS line, whatever its phase count, with the
       positive-sequence series impedance and charging of its phase matrices
-      (z1 = mean(self) − mean(mutual) of the Kron-reduced R/X matrices, c1 likewise from the
-      capacitance matrix; for a one-phase line z1 = z_self). Lengths in kft → km. ``max_i_ka``
+      (z1 = mean(self) − mean(mutual) of the line codes' phase R/X matrices, neutral already
+      Kron-reduced in the files; c1 likewise from the capacitance matrix; for a one-phase line
+      z1 = z_self, so a single-phase lateral's balanced drop is a third of its real one-phase
+      drop: a balanced load of P draws P/3 per phase). Lengths in kft → km. ``max_i_ka``
       is the OpenDSS NormAmps (400 A, the OpenDSS default, for every line here). Columns
       ``linecode`` and ``phases`` keep the OpenDSS line code and phase count.
     * Switches: the six normally closed switches (``sw1``..``sw6``, modelled in OpenDSS as 1e-6
@@ -42,44 +48,66 @@ Modelling choices (balanced single-phase equivalent)
     * Regulators: each of the four regulator banks (reg1 150→150r, three-phase ganged at the
       substation; reg2 9→9r, phase a; reg3 25→25r, phases a and c; reg4 160→160r, phases a, b, c
       with independent controls) becomes ONE three-phase pandapower trafo named "reg1".."reg4",
-      hv_bus = source side, lv_bus = regulated side, 4.16/4.16 kV, tap on the lv (regulated)
-      side, tap_changer_type "Ratio", tap_neutral 0, tap_min −16, tap_max +16,
-      tap_step_percent 0.625 (OpenDSS ±10 % in 32 steps), so one step changes the regulated
-      voltage by 0.625 % exactly as the OpenDSS winding-2 tap does. Impedance as in the files:
-      reg1 vk 0.001 % on 5 MVA, reg2..reg4 vk 0.01 % on 3 × 2 MVA (the single-phase units'
-      per-unit impedance kept on a three-phase base), vkr = %LoadLoss = 1e-5 %; pfe_kw = 0 and
-      i0_percent = 0 (no magnetizing branch); ``oltc`` True.
+      hv_bus = source side, lv_bus = regulated side, 4.16/4.16 kV, Yy0, tap on the lv
+      (regulated) side, tap_changer_type "Ratio", tap_neutral 0, tap_min −16, tap_max +16,
+      tap_step_percent 0.625 (OpenDSS ±10 % in 32 steps; read from the files and checked), so one
+      step raises the regulated side by 0.625 % of the source side exactly as the OpenDSS
+      winding-2 tap does. pfe_kw = 0 and i0_percent = 0 (no magnetizing branch), ``oltc`` True,
+      sn_mva 5 (reg1) and 3 × 2 MVA (the single-phase units of reg2..reg4, per-unit impedance
+      kept on a three-phase base), vkr_percent = the files' %LoadLoss (1e-5 %).
+      Short-circuit voltage: reg1 keeps the files' vk 0.001 %. The mid-feeder regulators do NOT
+      keep the files' 0.01 %: with it pandapower's Newton-Raphson (flat start, default options)
+      diverges as soon as reg4 is 3 or more steps off neutral (a stiff, off-nominal branch between
+      weaker lines: the first iterate's second-order error is ~ y_reg · Δtap² · x_upstream; a
+      4-bus toy net shows the same), so the shipped taps (reg4 at +7) would not solve. They get
+      vk 1 % (``REG_VK_PERCENT``), with which every one of the 7⁴ = 2401 tap combinations
+      {−16, −10, −4, 0, 4, 10, 16}⁴ converges in ≤ 6 Newton iterations at load scaling 0, 1 and 2
+      (0.5 % converges too but needs up to 10, pandapower's default limit). Cost: a drop of
+      ≈ 0.0017 pu per Mvar through the regulator (x = 1 % on 6 MVA); at base load < 1e-4 pu
+      across each of reg2..reg4 (reg4 carries 1.43 MW and almost no Mvar). reg1 converges at
+      any tap with the tiny impedance because its hv bus is the slack.
     * Regulator taps: the taps the OpenDSS RegControls settle on in OpenDSS's own snapshot
-      solution, PHASE-AVERAGED over the phases of the bank and rounded to the nearest step
-      (half away from zero). Measured: reg1 +6 (ganged); reg2 0 (phase a only); reg3 a +2,
+      solution (MaxControlIter 100), PHASE-AVERAGED over the phases of the bank and rounded to
+      the nearest step (half away from zero): reg1 +6 (ganged); reg2 0 (phase a only); reg3 a +2,
       c 0 → +1; reg4 a +10, b +4, c +6 → +7 (20/3 rounded).
-    * Transformer ``xfm1`` (61s→610, 150 kVA, 4.16/0.48 kV delta-delta): trafo "xfm1", Dd0,
-      vkr 1.27 %, vk = hypot(1.27, 2.72) %, no tap changer, no magnetizing branch.
     * Loads: one pandapower load per bus, the SUM of the OpenDSS loads at that bus over all
-      phases (wye and delta, named "s76a+s76b+s76c" etc.), 85 loads. Every load is CONSTANT POWER
-      at its rated kW/kvar: the constant-impedance (model 2) and constant-current (model 5)
-      loads of the feeder are converted to constant power at nominal voltage (their kW/kvar
-      are specified at rated voltage, so p_mw = kW/1000, q_mvar = kvar/1000).
+      phases (wye and delta; named "s76a+s76b+s76c" etc.), 85 loads, 3490 kW / 1920 kvar. Every
+      load is CONSTANT POWER at its rated kW/kvar: the constant-impedance (model 2, 17 loads) and
+      constant-current (model 5, 15 loads) loads of the feeder are converted to constant power at
+      nominal voltage (their kW/kvar are given at rated voltage, so p_mw = kW/1000,
+      q_mvar = kvar/1000).
     * Capacitors: one pandapower shunt per OpenDSS capacitor (c83 600 kvar three-phase, c88a,
       c90b, c92c 50 kvar single-phase), q_mvar < 0 (capacitive), the rated kvar taken as the
-      three-phase rating of the balanced equivalent, shunt vn_kv = rated kV (line-to-line;
-      4.16 kV, or √3 × 2.402 kV for the single-phase units).
+      three-phase rating of the balanced equivalent (total kvar kept), shunt vn_kv = rated kV
+      line-to-line (4.16 kV, or √3 × 2.402 kV for the single-phase units).
 
-Validation
-    The reference is OpenDSS's own unbalanced solution of the same files with the regulator
-    controls switched off and every phase of every regulator fixed at the tap chosen above
-    (loads keep their OpenDSS load models there). Per bus, the PHASE-AVERAGED voltage magnitude
-    (mean over the bus's existing phases of |V| in pu of the line-to-neutral base, the quantity
-    pandapower's converter also stores as ``net["opendss_import"]["vm_pu_opendss"]``) is
-    compared with pandapower's ``res_bus.vm_pu``. Max |Δvm| over the 130 buses:
-    0.0104 pu (bus 300, at the end of the ganged main feeder; the deviation comes from
-    phase unbalance and the balanced treatment of single-phase laterals). For information the CSV
-    also holds the positive-sequence magnitude (three-phase buses only; max deviation 0.0057 pu),
-    the per-phase magnitudes and the phase-averaged voltages of the OpenDSS solution with the
-    RegControls active (max deviation 0.0163 pu, as reg3 and reg4 taps differ per phase there).
-    Base operating point of the shipped net: 3490 kW load, losses 69.9 kW (OpenDSS unbalanced
-    with the fixed taps: 91.6 kW), min vm 0.9832 pu, all in the pandapower power flow
-    (numbers as of the last conversion; ``main()`` prints the current ones).
+Validation (numbers of the last conversion; ``main()`` prints the current ones)
+    Reference: OpenDSS's own unbalanced solution of the same files with every regulator phase
+    frozen at the tap its RegControl settled on (controls switched off, the solution then
+    re-solved; it is the original solution to within the OpenDSS tolerance) and the loads in
+    their OpenDSS load models. Compared quantity: per bus the PHASE-AVERAGED voltage magnitude
+    (mean over the bus's existing phases of |V| in pu of the line-to-neutral base; this is also
+    what ``net["opendss_import"]["vm_pu_opendss"]`` of pandapower's converter holds, despite the
+    README calling it positive sequence: ``_capture_voltages`` averages ``Bus.puVmagAngle``)
+    against pandapower's ``res_bus.vm_pu``.
+
+    * max |Δvm| over all 129 buses: 0.0184 pu (bus 58, a phase-b lateral: phase b at its
+      three-phase parent 57 is 0.019 pu above that bus's phase average, an unbalance a balanced
+      model cannot show);
+    * three-phase buses only: 0.0029 pu; against the positive-sequence magnitude (three-phase
+      buses): 0.0030 pu;
+    * against OpenDSS with every phase of each bank at the single balanced tap (column
+      ``vm_pu_opendss_equal_taps``): 0.0302 pu at bus 114 (phase-a lateral behind reg4, whose
+      phase a sits 0.023 pu below the phase average once the per-phase taps 10/4/6 are all set to
+      7); 0.0007 pu on the three-phase buses. So the balanced model reproduces the phase-averaged
+      trunk closely; the error at one- and two-phase buses is the feeder's phase unbalance.
+      The settled per-phase taps are the reference because the balanced tap stands for phase taps
+      that really differ: forcing all phases of reg3/reg4 to one tap solves a more unbalanced
+      feeder than the one OpenDSS regulates (phase b behind reg4 rises to 1.06 pu). Part of the
+      0.0029 pu on the three-phase buses is the rounding of reg4's 20/3 to +7 (+0.002 pu).
+
+    Base operating point of the shipped net (pandapower): 3490 kW load, losses 87.4 kW (OpenDSS,
+    unbalanced: 96.0 kW), min vm 0.9953 pu (OpenDSS: lowest phase 0.979 pu).
 """
 
 from __future__ import annotations
@@ -89,12 +117,14 @@ import faulthandler
 import math
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pandapower as pp
+import pandas as pd
+from pandapower.toolbox import clear_result_tables
 
 from clustersim.errors import CaseError
 
@@ -102,7 +132,6 @@ __all__ = [
     "DEFAULT_OUT_DIR",
     "DEFAULT_SRC_DIR",
     "ConversionReport",
-    "compare_voltages",
     "convert",
     "main",
 ]
@@ -118,6 +147,10 @@ CSV_NAME = "ieee123_opendss_vm.csv"
 VOLTAGE_BASES_KV = (4.16, 0.48)
 TAP_MIN, TAP_MAX, TAP_NEUTRAL = -16, 16, 0
 TAP_STEP_PERCENT = 0.625
+# short-circuit voltage of the mid-feeder regulators (reg2..reg4) in pandapower: with the files'
+# 0.01 % pandapower's flat-start Newton-Raphson diverges once a tap is 3 steps off neutral (see the
+# module docstring); 1 % converges for every tap combination tried
+REG_VK_PERCENT = 1.0
 KM_PER_KFT = 0.3048
 # OpenDSS LineUnits enum → km (0 "none" only appears on the switches, whose length is moot)
 _UNIT_KM = {0: 1.0, 1: 1.609344, 2: KM_PER_KFT, 3: 1.0, 4: 1e-3, 5: 3.048e-4, 6: 2.54e-5, 7: 1e-5}
@@ -127,23 +160,27 @@ _OPEN_SUFFIX = "_open"
 
 @dataclass
 class ConversionReport:
-    """What the conversion measured.
+    """What the conversion measured (voltages in pu, powers as named).
 
-    ``vm`` is indexed by bus name (the order of ``net.bus``) with columns
-    ``phases``, ``vm_pu_opendss`` (phase-averaged, regulators fixed at ``taps.tap_pos``: the
-    reference), ``vm_pu_opendss_pos_seq`` (positive sequence, three-phase buses only, NaN
-    elsewhere), ``vm_a_pu``/``vm_b_pu``/``vm_c_pu`` (per phase, NaN where absent),
-    ``vm_pu_opendss_regcontrol`` (phase-averaged, RegControls active), ``vm_pu_pandapower``
-    and ``dvm_pu`` (pandapower − reference). ``taps`` has one row per regulator: the taps
-    OpenDSS settles on per phase and the chosen ``tap_pos``.
+    ``vm`` is indexed by bus name (the order of ``net.bus``) with columns ``phases``;
+    ``vm_pu_opendss``, the reference: OpenDSS phase-averaged |V| with every regulator phase
+    frozen at the tap its RegControl settled on; ``vm_pu_opendss_pos_seq`` (positive sequence
+    of the same solution, three-phase buses only, NaN elsewhere); ``vm_a_pu``/``vm_b_pu``/
+    ``vm_c_pu`` (per phase, NaN where absent); ``vm_pu_opendss_equal_taps`` (phase-averaged,
+    every phase of a bank at the balanced ``tap_pos``); ``vm_pu_pandapower``; ``dvm_pu``
+    (pandapower − reference). ``taps`` has one row per regulator: the per-phase taps OpenDSS
+    settles on and the balanced ``tap_pos``.
     """
 
     vm: pd.DataFrame
     taps: pd.DataFrame
     max_deviation_pu: float
     worst_bus: str
+    max_deviation_three_phase_pu: float
     max_deviation_pos_seq_pu: float
-    max_deviation_regcontrol_pu: float
+    max_deviation_equal_taps_pu: float
+    worst_bus_equal_taps: str
+    max_deviation_equal_taps_three_phase_pu: float
     losses_kw: float
     losses_kw_opendss: float
     min_vm_pu: float
@@ -155,10 +192,14 @@ class ConversionReport:
         return (
             f"ieee123: {len(self.vm)} buses; taps {taps}; load {1e3 * self.total_load_mw:.1f} kW; "
             f"losses {self.losses_kw:.2f} kW (OpenDSS {self.losses_kw_opendss:.2f} kW); "
-            f"min vm {self.min_vm_pu:.4f} pu; max |dvm| vs OpenDSS phase-averaged "
-            f"{self.max_deviation_pu:.4f} pu at bus {self.worst_bus} "
-            f"(positive sequence {self.max_deviation_pos_seq_pu:.4f}, RegControls active "
-            f"{self.max_deviation_regcontrol_pu:.4f})"
+            f"min vm {self.min_vm_pu:.4f} pu\n"
+            f"max |dvm| vs OpenDSS phase-averaged (settled per-phase taps): "
+            f"{self.max_deviation_pu:.4f} pu at bus {self.worst_bus}, three-phase buses "
+            f"{self.max_deviation_three_phase_pu:.4f}, positive sequence "
+            f"{self.max_deviation_pos_seq_pu:.4f}\n"
+            f"max |dvm| vs OpenDSS phase-averaged (every phase at tap_pos): "
+            f"{self.max_deviation_equal_taps_pu:.4f} pu at bus {self.worst_bus_equal_taps}, "
+            f"three-phase buses {self.max_deviation_equal_taps_three_phase_pu:.4f}"
         )
 
 
@@ -184,6 +225,14 @@ def _import_dss():
     return dss
 
 
+def _each(collection) -> Iterator[None]:
+    """Iterate an OpenDSSDirect collection (each step makes the next element active)."""
+    i = collection.First()
+    while i:
+        yield None
+        i = collection.Next()
+
+
 def _bus_of(token: str) -> str:
     return token.split(".", 1)[0].strip().lower()
 
@@ -203,7 +252,9 @@ def _bus_voltages(dss) -> dict[str, dict]:
         nodes = [n for n in dss.Bus.Nodes() if n in _PHASE_LETTERS]
         mags = dss.Bus.puVmagAngle()[::2]
         per_phase = {
-            _PHASE_LETTERS[n]: float(m) for n, m in zip(dss.Bus.Nodes(), mags, strict=True) if n in nodes
+            _PHASE_LETTERS[n]: float(m)
+            for n, m in zip(dss.Bus.Nodes(), mags, strict=True)
+            if n in nodes
         }
         pos_seq = math.nan
         if len(nodes) == 3:
@@ -232,12 +283,11 @@ def _read_opendss(src_dir: Path) -> dict:
     dss.Solution.Solve()
     if not dss.Solution.Converged():
         raise CaseError(f"{master}: the OpenDSS solution does not converge")
-    data: dict = {"vm_regcontrol": _bus_voltages(dss)}
+    data: dict = {"vm_regcontrol": _bus_voltages(dss)}  # RegControls active
 
     # regulators: which transformer each RegControl taps, and the tap it settled on
     regs: list[dict] = []
-    i = dss.RegControls.First()
-    while i:
+    for _ in _each(dss.RegControls):
         xf = dss.RegControls.Transformer().lower()
         wdg = dss.RegControls.TapWinding()
         dss.Transformers.Name(xf)
@@ -265,13 +315,11 @@ def _read_opendss(src_dir: Path) -> dict:
                 "step": step,
             }
         )
-        i = dss.RegControls.Next()
     data["regs"] = regs
 
     # transformers (the regulators' and any other)
     xfs: dict[str, dict] = {}
-    i = dss.Transformers.First()
-    while i:
+    for _ in _each(dss.Transformers):
         name = dss.Transformers.Name().lower()
         dss.Circuit.SetActiveElement(f"Transformer.{name}")
         buses = [_bus_of(b) for b in dss.CktElement.BusNames()]
@@ -295,8 +343,7 @@ def _read_opendss(src_dir: Path) -> dict:
     data["transformers"] = xfs
 
     lines = []
-    i = dss.Lines.First()
-    while i:
+    for _ in _each(dss.Lines):
         n = dss.Lines.Phases()
         km = _UNIT_KM[dss.Lines.Units()] * dss.Lines.Length()
         z1 = _positive_sequence(dss.Lines.RMatrix(), n) + 1j * _positive_sequence(
@@ -317,18 +364,14 @@ def _read_opendss(src_dir: Path) -> dict:
                 "max_i_ka": dss.Lines.NormAmps() / 1e3,
                 "linecode": dss.Lines.LineCode().lower(),
                 "switch": bool(dss.Lines.IsSwitch()),
-                "closed": not (
-                    dss.CktElement.IsOpen(1, 0) or dss.CktElement.IsOpen(2, 0)
-                ),
+                "closed": not (dss.CktElement.IsOpen(1, 0) or dss.CktElement.IsOpen(2, 0)),
                 "enabled": bool(dss.CktElement.Enabled()),
             }
         )
-        i = dss.Lines.Next()
     data["lines"] = lines
 
     loads = []
-    i = dss.Loads.First()
-    while i:
+    for _ in _each(dss.Loads):
         dss.Circuit.SetActiveElement(f"Load.{dss.Loads.Name()}")
         loads.append(
             {
@@ -340,12 +383,10 @@ def _read_opendss(src_dir: Path) -> dict:
                 "enabled": bool(dss.CktElement.Enabled()),
             }
         )
-        i = dss.Loads.Next()
     data["loads"] = loads
 
     caps = []
-    i = dss.Capacitors.First()
-    while i:
+    for _ in _each(dss.Capacitors):
         dss.Circuit.SetActiveElement(f"Capacitor.{dss.Capacitors.Name()}")
         nph = dss.CktElement.NumPhases()
         kv = dss.Capacitors.kV()  # line-to-line for 2-3 phases, line-to-neutral for 1 phase
@@ -353,36 +394,48 @@ def _read_opendss(src_dir: Path) -> dict:
             {
                 "name": dss.Capacitors.Name().lower(),
                 "bus": _bus_of(dss.CktElement.BusNames()[0]),
-                "kvar": dss.Capacitors.kvar() * sum(dss.Capacitors.States()) / len(
-                    dss.Capacitors.States()
-                ),
+                "kvar": dss.Capacitors.kvar()
+                * sum(dss.Capacitors.States())
+                / len(dss.Capacitors.States()),
                 "kv_ll": kv if nph > 1 else kv * math.sqrt(3),
                 "enabled": bool(dss.CktElement.Enabled()),
             }
         )
-        i = dss.Capacitors.Next()
     data["capacitors"] = caps
 
     dss.Vsources.First()
     dss.Circuit.SetActiveElement(f"Vsource.{dss.Vsources.Name()}")
     data["source"] = {"bus": _bus_of(dss.CktElement.BusNames()[0]), "vm_pu": dss.Vsources.PU()}
 
-    # the chosen taps, then the reference solution with every regulator phase fixed there
-    taps = _choose_taps(regs)
+    # The reference: the regulators frozen at the taps their controls settled on (RegControls
+    # off, same taps, so the same solution), then every phase of a bank at the balanced tap.
     dss.Command("Set ControlMode=Off")
+    dss.Solution.Solve()
+    if not dss.Solution.Converged():
+        raise CaseError("OpenDSS does not converge with the regulators frozen")
+    data["vm_settled"] = _bus_voltages(dss)
+    drift = max(
+        abs(data["vm_settled"][b]["avg"] - v["avg"]) for b, v in data["vm_regcontrol"].items()
+    )
+    if drift > 1e-4:  # OpenDSS solution tolerance
+        raise CaseError(f"freezing the regulators moved the OpenDSS solution by {drift:.2e} pu")
+    data["losses_kw_settled"] = dss.Circuit.Losses()[0] / 1e3
+
+    taps = _choose_taps(regs)
     for r in regs:
         tap = 1.0 + taps[r["bank"]] * r["step"]
         dss.Command(f"Transformer.{r['transformer']}.Wdg={r['winding']}")
         dss.Command(f"Transformer.{r['transformer']}.Tap={tap:.10f}")
     dss.Solution.Solve()
     if not dss.Solution.Converged():
-        raise CaseError("OpenDSS does not converge with the regulators fixed at the chosen taps")
+        raise CaseError("OpenDSS does not converge with the regulators at the balanced taps")
     for r in regs:  # make sure the taps really are the chosen ones
         dss.Transformers.Name(r["transformer"])
         dss.Transformers.Wdg(r["winding"])
-        assert round((dss.Transformers.Tap() - 1) / r["step"]) == taps[r["bank"]]
-    data["vm_fixed"] = _bus_voltages(dss)
-    data["losses_kw_fixed"] = dss.Circuit.Losses()[0] / 1e3
+        if round((dss.Transformers.Tap() - 1) / r["step"]) != taps[r["bank"]]:
+            raise CaseError(f"could not set the tap of {r['transformer']}")
+    data["vm_equal"] = _bus_voltages(dss)
+    data["losses_kw_equal"] = dss.Circuit.Losses()[0] / 1e3
     data["taps"] = taps
     return data
 
@@ -418,7 +471,7 @@ def _read_coords(src_dir: Path) -> dict[str, tuple[float, float]]:
 
 def _build_net(data: dict, coords: dict[str, tuple[float, float]]) -> pp.pandapowerNet:
     net = pp.create_empty_network(name="ieee123", f_hz=60.0)
-    vm = data["vm_fixed"]
+    vm = data["vm_settled"]
 
     # dummy buses behind the normally open ties: dropped, the tie goes to the real bus
     open_stub = {
@@ -426,9 +479,26 @@ def _build_net(data: dict, coords: dict[str, tuple[float, float]]) -> pp.pandapo
         for name in vm
         if name.endswith(_OPEN_SUFFIX) and name[: -len(_OPEN_SUFFIX)] in vm
     }
+    # a transformer without a RegControl whose secondary bus feeds nothing (xfm1 → 610, no load):
+    # dropped with that bus. Any other one becomes a plain trafo (none in this feeder).
+    regulated = {r["transformer"] for r in data["regs"]}
+    used = (
+        {ln["bus1"] for ln in data["lines"]}
+        | {ln["bus2"] for ln in data["lines"]}
+        | {ld["bus"] for ld in data["loads"]}
+        | {cap["bus"] for cap in data["capacitors"]}
+    )
+    dead_xf = {
+        name: xf["buses"][1]
+        for name, xf in data["transformers"].items()
+        if name not in regulated
+        and xf["buses"][1] not in used
+        and sum(xf["buses"][1] in x["buses"] for x in data["transformers"].values()) == 1
+    }
+    dropped = set(open_stub) | set(dead_xf.values())
     bus_idx: dict[str, int] = {}
     for name, v in vm.items():
-        if name in open_stub:
+        if name in dropped:
             continue
         bus_idx[name] = pp.create_bus(
             net,
@@ -467,23 +537,28 @@ def _build_net(data: dict, coords: dict[str, tuple[float, float]]) -> pp.pandapo
             max_i_ka=ln["max_i_ka"],
             name=ln["name"],
             linecode=ln["linecode"],
-            phases=ln["phases"],
+            phases=int(ln["phases"]),
         )
+    net.line["phases"] = net.line["phases"].astype(int)
 
     # regulators: one three-phase trafo per bank
-    regulated = {r["transformer"] for r in data["regs"]}
     banks: dict[str, list[dict]] = {}
     for r in data["regs"]:
         banks.setdefault(r["bank"], []).append(r)
     for bank, units in banks.items():
         xf = data["transformers"][units[0]["transformer"]]
-        if {(u["hv_bus"], u["lv_bus"]) for u in units} != {(units[0]["hv_bus"], units[0]["lv_bus"])}:
+        if {(u["hv_bus"], u["lv_bus"]) for u in units} != {
+            (units[0]["hv_bus"], units[0]["lv_bus"])
+        }:
             raise CaseError(f"regulator bank {bank} spans more than one pair of buses")
         w1, w2 = xf["windings"]
         # single-phase units: the three-phase rating of the balanced bank is 3 × the unit's
         sn_mva = w1["kva"] / 1e3 * (3 if xf["phases"] == 1 else 1)
         vkr = w1["r_percent"] + w2["r_percent"]
         hv, lv = bus_idx[units[0]["hv_bus"]], bus_idx[units[0]["lv_bus"]]
+        vk = math.hypot(vkr, xf["xhl_percent"])
+        if units[0]["hv_bus"] != src["bus"]:  # mid-feeder: see REG_VK_PERCENT
+            vk = max(vk, REG_VK_PERCENT)
         pp.create_transformer_from_parameters(
             net,
             hv_bus=hv,
@@ -492,7 +567,7 @@ def _build_net(data: dict, coords: dict[str, tuple[float, float]]) -> pp.pandapo
             vn_hv_kv=net.bus.at[hv, "vn_kv"],
             vn_lv_kv=net.bus.at[lv, "vn_kv"],
             vkr_percent=vkr,
-            vk_percent=math.hypot(vkr, xf["xhl_percent"]),
+            vk_percent=vk,
             pfe_kw=0.0,
             i0_percent=0.0,
             shift_degree=0.0,
@@ -510,7 +585,7 @@ def _build_net(data: dict, coords: dict[str, tuple[float, float]]) -> pp.pandapo
         )
 
     for name, xf in data["transformers"].items():
-        if name in regulated:
+        if name in regulated or name in dead_xf:
             continue
         if len(xf["windings"]) != 2:
             raise CaseError(f"transformer {name}: only two-winding transformers are supported")
@@ -563,12 +638,6 @@ def _build_net(data: dict, coords: dict[str, tuple[float, float]]) -> pp.pandapo
     return net
 
 
-def compare_voltages(net: pp.pandapowerNet, vm_ref: pd.Series) -> pd.Series:
-    """pandapower ``res_bus.vm_pu`` minus a reference indexed by bus name (after ``runpp``)."""
-    vm_pp = pd.Series(net.res_bus.vm_pu.to_numpy(), index=net.bus["name"].to_numpy())
-    return vm_pp - vm_ref.reindex(vm_pp.index)
-
-
 def convert(src_dir: str | Path = DEFAULT_SRC_DIR) -> tuple[pp.pandapowerNet, ConversionReport]:
     """Build the balanced ieee123 pandapower net from the OpenDSS files in ``src_dir``.
 
@@ -583,32 +652,31 @@ def convert(src_dir: str | Path = DEFAULT_SRC_DIR) -> tuple[pp.pandapowerNet, Co
         raise CaseError("ieee123: the converted net's power flow does not converge") from exc
 
     names = list(net.bus["name"])
-    fixed, native = data["vm_fixed"], data["vm_regcontrol"]
+    ref, equal = data["vm_settled"], data["vm_equal"]
     vm = pd.DataFrame(
         {
-            "phases": [fixed[b]["phases"] for b in names],
-            "vm_pu_opendss": [fixed[b]["avg"] for b in names],
-            "vm_pu_opendss_pos_seq": [fixed[b]["pos_seq"] for b in names],
-            **{
-                f"vm_{p}_pu": [fixed[b]["per_phase"].get(p, math.nan) for b in names]
-                for p in "abc"
-            },
-            "vm_pu_opendss_regcontrol": [native[b]["avg"] for b in names],
+            "phases": [ref[b]["phases"] for b in names],
+            "vm_pu_opendss": [ref[b]["avg"] for b in names],
+            "vm_pu_opendss_pos_seq": [ref[b]["pos_seq"] for b in names],
+            **{f"vm_{p}_pu": [ref[b]["per_phase"].get(p, math.nan) for b in names] for p in "abc"},
+            "vm_pu_opendss_equal_taps": [equal[b]["avg"] for b in names],
             "vm_pu_pandapower": net.res_bus.vm_pu.to_numpy(),
         },
         index=pd.Index(names, name="bus"),
     )
     vm["dvm_pu"] = vm["vm_pu_pandapower"] - vm["vm_pu_opendss"]
+    three = vm["phases"] == "abc"
     dev = vm["dvm_pu"].abs()
     dev_pos = (vm["vm_pu_pandapower"] - vm["vm_pu_opendss_pos_seq"]).abs()
-    dev_native = (vm["vm_pu_pandapower"] - vm["vm_pu_opendss_regcontrol"]).abs()
+    dev_equal = (vm["vm_pu_pandapower"] - vm["vm_pu_opendss_equal_taps"]).abs()
 
-    rows = {}
+    rows: dict[str, dict] = {}
     for r in data["regs"]:
         row = rows.setdefault(r["bank"], {"hv_bus": r["hv_bus"], "lv_bus": r["lv_bus"]})
         for p in r["phases"]:
             row[f"tap_{p}_opendss"] = r["tap_pos"]
-    taps = pd.DataFrame.from_dict(rows, orient="index")
+    taps = pd.DataFrame.from_dict(rows, orient="index").astype({"hv_bus": str, "lv_bus": str})
+    taps = taps.astype({c: "Int64" for c in taps.columns if c.startswith("tap_")})
     taps["tap_pos"] = pd.Series(data["taps"])
     taps.index.name = "regulator"
 
@@ -617,15 +685,18 @@ def convert(src_dir: str | Path = DEFAULT_SRC_DIR) -> tuple[pp.pandapowerNet, Co
         taps=taps,
         max_deviation_pu=float(dev.max()),
         worst_bus=str(dev.idxmax()),
+        max_deviation_three_phase_pu=float(dev[three].max()),
         max_deviation_pos_seq_pu=float(dev_pos.max()),
-        max_deviation_regcontrol_pu=float(dev_native.max()),
+        max_deviation_equal_taps_pu=float(dev_equal.max()),
+        worst_bus_equal_taps=str(dev_equal.idxmax()),
+        max_deviation_equal_taps_three_phase_pu=float(dev_equal[three].max()),
         losses_kw=float(1e3 * (net.res_line.pl_mw.sum() + net.res_trafo.pl_mw.sum())),
-        losses_kw_opendss=float(data["losses_kw_fixed"]),
+        losses_kw_opendss=float(data["losses_kw_settled"]),
         min_vm_pu=float(net.res_bus.vm_pu.min()),
         total_load_mw=float(net.load.p_mw.sum()),
         notes=[
             "loads: constant-Z and constant-I loads converted to constant power at rated kW/kvar",
-            "reference: OpenDSS phase-averaged |V|, RegControls off, taps fixed at tap_pos",
+            "reference: OpenDSS phase-averaged |V|, regulators frozen at their settled taps",
         ],
     )
     return net, report
@@ -645,8 +716,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for tbl in [t for t in net if t.startswith("res_")]:  # ship inputs only, no results
-        net[tbl] = net[tbl].iloc[0:0]
+    clear_result_tables(net)  # ship inputs only
+    net.converged = False
     _write_atomic(out / JSON_NAME, pp.to_json(net))
     _write_atomic(out / CSV_NAME, report.vm.to_csv(float_format="%.8f", lineterminator="\n"))
     print(report.summary())
