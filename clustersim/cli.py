@@ -70,7 +70,7 @@ def run(
                 on_start=lambda n: bar.update(task, total=n),
                 progress=lambda k: bar.update(task, completed=k),
             )
-    except ClusterSimError as exc:
+    except (ClusterSimError, OSError) as exc:  # OSError: results folder not writable, disk full
         _fail(exc)
         return
     _print_summary(result.summary)
