@@ -109,6 +109,8 @@ def build_plant(scenario: Scenario) -> Plant:
         )
     prof = build_profiles(scenario, seeds[0])
     n_steps = round(scenario.run.duration_h * 3600 / scenario.run.plant_step_s)
+    if n_steps < 1:
+        raise ScenarioError("shorter than one plant step", key="run.duration_h")
     return Plant(net, res, prof, plant_step_s=scenario.run.plant_step_s, n_steps=n_steps)
 
 

@@ -63,6 +63,9 @@ def _load_ieee33() -> pp.pandapowerNet:
 
     net = pn.case33bw()
     net.bus["name"] = [str(i + 1) for i in net.bus.index]
+    # case33bw carries no ratings (max_i_ka 99999); use 0.4 kA as the MATPOWER conversions do so
+    # line loadings mean something (ours; the feeder head carries ~0.18 kA at peak)
+    net.line["max_i_ka"] = 0.4
     net.name = "ieee33"
     return net
 

@@ -99,6 +99,12 @@ def test_unimplemented_mode_is_refused():
         run_scenario(sc, Path("/nonexistent"))
 
 
+def test_horizon_shorter_than_a_step_is_refused(tmp_path):
+    sc = load_scenario("ieee33-ev-none", overrides=["run.duration_h=0.001"])
+    with pytest.raises(ScenarioError, match="shorter than one plant step"):
+        run_scenario(sc, tmp_path / "x")
+
+
 def test_preset_for_other_case_is_refused(tmp_path):
     sc = load_scenario("ieee33-ev-none", overrides=["case.name=ieee69", "run.duration_h=0.1"])
     with pytest.raises(ScenarioError, match="written for case 'ieee33'"):
