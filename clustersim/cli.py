@@ -131,6 +131,138 @@ def case_info(
     console.print(table)
 
 
+def _partition_context(case: str, seed: int):
+    from clustersim.partition.context import context_for_case
+
+    return context_for_case(case, profiles_seed=seed)
+
+
+@app.command()
+def partition(
+    case: Annotated[str, typer.Argument(help="built-in case name or pandapower JSON path")],
+    method: Annotated[str, typer.Option("--method", "-m", help="partition method")] = "hi",
+    clusters: Annotated[int, typer.Option("--clusters", "-k", help="number of clusters")] = 5,
+    seed: Annotated[int, typer.Option(help="seed")] = 0,
+    min_size: Annotated[int, typer.Option("--min-size", help="minimum buses per cluster")] = 1,
+    max_size: Annotated[
+        int | None, typer.Option("--max-size", help="maximum buses per cluster")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON object")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="write partition.json and a figure here")
+    ] = None,
+) -> None:
+    """Partition a case into clusters and pick their pilot buses."""
+    from clustersim.partition.methods import run_partition
+    from clustersim.partition_report import HEADLINE_METRICS, partition_doc, write_partition
+
+    try:
+        ctx = _partition_context(case, seed)
+        p = run_partition(ctx, method, clusters, seed=seed, min_size=min_size, max_size=max_size)
+        doc = partition_doc(p, ctx)
+        if out is not None:
+            write_partition(p, ctx, out)
+    except (ClusterSimError, OSError) as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(doc) + "\n")
+        return
+    table = Table(title=f"{case}: {method}, {p.k} clusters", show_header=True)
+    for col in ("cluster", "buses", "pilot", "size", "connected", "resources"):
+        table.add_column(col)
+    for c in doc["clusters"]:
+        table.add_row(
+            str(c["id"]),
+            " ".join(c["buses"]),
+            c["pilot_bus"],
+            str(c["size"]),
+            "✓" if c["connected"] else "×",
+            str(c["n_resources"]),
+        )
+    console.print(table)
+    mt = Table(title="metrics", show_header=False)
+    for k in HEADLINE_METRICS:
+        if k in doc["metrics"]:
+            mt.add_row(k, _fmt(doc["metrics"][k]))
+    for k, v in doc["constraints"].items():
+        mt.add_row(k, "✓" if v else "×")
+    mt.add_row("runtime_s", _fmt(p.runtime_s))
+    console.print(mt)
+    if out is not None:
+        console.print(f"written: [bold]{out}[/]")
+
+
+@app.command("partition-compare")
+def partition_compare(
+    case: Annotated[str, typer.Argument(help="built-in case name or pandapower JSON path")],
+    clusters: Annotated[int, typer.Option("--clusters", "-k", help="number of clusters")] = 5,
+    seed: Annotated[int, typer.Option(help="seed")] = 0,
+    min_size: Annotated[int, typer.Option("--min-size")] = 1,
+    max_size: Annotated[int | None, typer.Option("--max-size")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
+) -> None:
+    """Run every partition method and print the side-by-side table (S0 Tables 1-2)."""
+    from clustersim.partition.methods import method_names, run_partition
+    from clustersim.partition_report import partition_doc
+
+    try:
+        ctx = _partition_context(case, seed)
+        docs = []
+        for m in method_names():
+            p = run_partition(ctx, m, clusters, seed=seed, min_size=min_size, max_size=max_size)
+            doc = partition_doc(p, ctx)
+            doc["balance_min"] = min(
+                (c.get("balance", float("nan")) for c in p.constraints.get("per_cluster", [])),
+                default=float("nan"),
+            )
+            docs.append(doc)
+    except ClusterSimError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(docs) + "\n")
+        return
+    table = Table(title=f"{case}: {clusters} clusters, seed {seed}", show_header=True)
+    cols = (
+        "method",
+        "tau",
+        "modularity",
+        "alpha",
+        "beta",
+        "gamma",
+        "rho",
+        "k",
+        "connected",
+        "size",
+        "resources",
+        "balance min",
+        "runtime s",
+    )
+    for col in cols:
+        table.add_column(col, justify="left" if col == "method" else "right")
+
+    def tick(v: bool) -> str:
+        return "✓" if v else "×"
+
+    for d in docs:
+        m, c = d["metrics"], d["constraints"]
+        table.add_row(
+            d["method"],
+            *(
+                f"{m.get(k, float('nan')):.4f}"
+                for k in ("tau", "modularity", "alpha", "beta", "gamma", "rho")
+            ),
+            str(d["k"]),
+            tick(c.get("connected", False)),
+            tick(c.get("size_ok", False)),
+            tick(c.get("resources_ok", False)),
+            f"{d['balance_min']:.3g}",
+            f"{d['runtime_s']:.2f}",
+        )
+    console.print(table)
+
+
 @app.command()
 def presets() -> None:
     """List the built-in resource presets."""
