@@ -25,7 +25,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# piped output (files, CI logs) gets a wide console instead of rich's 80-column default
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
@@ -236,7 +237,7 @@ def partition_compare(
         "connected",
         "size",
         "resources",
-        "balance min",
+        "Q comp − load min Mvar",
         "runtime s",
     )
     for col in cols:
