@@ -106,3 +106,19 @@ def test_partition_compare_prints_every_method():
     assert [d["method"] for d in docs] == method_names()
     for d in docs:
         assert {"tau", "modularity", "rho"} <= set(d["metrics"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case", ["ieee33", "ieee51", "ieee69", "ieee123", "simbench-mv-rural", "simbench-mv-semiurb"]
+)
+def test_every_method_runs_on_every_builtin_case(case):
+    r = _cli("partition-compare", case, "--clusters", "4", "--seed", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    docs = json.loads(r.stdout)
+    assert len(docs) == 9
+    for d in docs:
+        buses = [b for c in d["clusters"] for b in c["buses"]]
+        assert len(buses) == len(set(buses))  # every bus in exactly one cluster
+        if d["method"] in ("hi", "nsga3-cut", "ga-rho", "ga-sa"):
+            assert d["constraints"]["connected"] and d["k"] == 4, d["method"]
