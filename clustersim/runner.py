@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import tomli_w
 
-from clustersim.errors import ScenarioError
+from clustersim.errors import PartitionError, ScenarioError
 from clustersim.scenario import Scenario, resolved_dict
 from clustersim.sim import cases, kpi, profiles, resources
 from clustersim.sim.plant import Plant, PlantRecord
@@ -112,6 +112,27 @@ def build_plant(scenario: Scenario) -> Plant:
     if n_steps < 1:
         raise ScenarioError("shorter than one plant step", key="run.duration_h")
     return Plant(net, res, prof, plant_step_s=scenario.run.plant_step_s, n_steps=n_steps)
+
+
+def scenario_partition(scenario: Scenario) -> tuple[Any, Any]:
+    """The partition the scenario's ``[partition]`` table asks for, on the scenario's own case,
+    resources, profiles and channel model. Returns ``(partition, context)``."""
+    from clustersim.partition.context import build_context
+    from clustersim.partition.methods import run_partition
+
+    seeds = child_seeds(scenario.run.seed)
+    ctx = build_context(
+        cases.load_case(scenario.case.name),
+        resource_set(scenario),
+        build_profiles(scenario, seeds[0]),
+        comm=scenario.comm,
+        name=scenario.case.name,
+    )
+    pc = scenario.partition
+    part = run_partition(
+        ctx, pc.method, pc.clusters, seed=seeds[1], min_size=pc.min_size, max_size=pc.max_size
+    )
+    return part, ctx
 
 
 def default_out_dir(scenario: Scenario, root: Path = Path("results")) -> Path:
@@ -210,9 +231,29 @@ def run_scenario(
         )
     t0 = time.perf_counter()
     plant = build_plant(scenario)
+    out_dir = out_dir or default_out_dir(scenario)
+    # the [partition] table's clusters: written for every run; mode "none" does not use them,
+    # so there a partition that cannot be made is recorded in the summary, not fatal
+    partition_info: dict[str, Any]
+    try:
+        part, pctx = scenario_partition(scenario)
+    except PartitionError as exc:
+        if scenario.control.mode != "none":
+            raise ScenarioError(str(exc), key="partition") from None
+        partition_info = {"method": scenario.partition.method, "error": str(exc)}
+    else:
+        from clustersim.partition_report import write_partition
+
+        write_partition(part, pctx, out_dir)
+        partition_info = {
+            "method": part.method,
+            "k": part.k,
+            "tau": part.metrics["tau"],
+            "rho": part.metrics["rho"],
+            **{k: bool(part.constraints[k]) for k in ("connected", "size_ok", "resources_ok")},
+        }
     if on_start is not None:
         on_start(plant.n_steps)
-    out_dir = out_dir or default_out_dir(scenario)
     record = plant.run(progress=progress)
     summary: dict[str, Any] = {
         "scenario": scenario.name,
@@ -223,6 +264,7 @@ def run_scenario(
         "plant_step_s": scenario.run.plant_step_s,
         "profiles": plant.profiles.source,
         "resources": plant.resources.counts(),
+        "partition": partition_info,
     }
     summary.update(
         kpi.summarize(plant, vm_min_pu=scenario.run.vm_min_pu, vm_max_pu=scenario.run.vm_max_pu)

@@ -49,8 +49,10 @@ def test_results_folder(short_run):
         "scenario.toml",
         "summary.json",
         "timeseries.parquet",
+        "partition.json",
         "figures",
     }
+    assert {p.name for p in (out / "figures").iterdir()} == {"voltage_heatmap.png", "partition.png"}
     assert not list(out.rglob("*.part"))
     summary = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary)
@@ -97,6 +99,32 @@ def test_unimplemented_mode_is_refused():
     sc = load_scenario("ieee33-ev-none", overrides=["control.mode=clustered"])
     with pytest.raises(ScenarioError, match=r"control\.mode"):
         run_scenario(sc, Path("/nonexistent"))
+
+
+def test_partition_table_selects_method_and_parameters(short_run, tmp_path):
+    doc = json.loads((short_run.out_dir / "partition.json").read_text())
+    assert doc["method"] == "hi" and doc["k"] == 5  # the [partition] defaults
+    assert all(3 <= c["size"] <= 10 for c in doc["clusters"])
+    assert short_run.summary["partition"]["method"] == "hi"
+    assert short_run.summary["partition"]["connected"] is True
+    sc = load_scenario(
+        "ieee33-ev-none",
+        overrides=[
+            "run.duration_h=0.1",
+            "partition.method=kmedoids",
+            "partition.clusters=3",
+            "partition.max_size=20",
+        ],
+    )
+    res = run_scenario(sc, tmp_path / "k")
+    doc = json.loads((tmp_path / "k" / "partition.json").read_text())
+    assert doc["method"] == "kmedoids" and doc["k"] == 3
+    # an infeasible [partition] does not stop a run that does not use it (mode none) ...
+    sc = load_scenario("ieee33-ev-none", overrides=["run.duration_h=0.1", "partition.clusters=2"])
+    res = run_scenario(sc, tmp_path / "inf")
+    assert "infeasible size bounds" in res.summary["partition"]["error"]
+    assert not (tmp_path / "inf" / "partition.json").exists()
+    assert res.summary["steps"] == 6
 
 
 def test_horizon_shorter_than_a_step_is_refused(tmp_path):
