@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -97,17 +98,21 @@ def _print_summary(summary: dict[str, Any]) -> None:
     console.print(table)
 
 
+def _print_list(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    table = Table(show_header=True)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
 @app.command()
 def cases() -> None:
     """List the built-in grid cases."""
     from clustersim.sim.cases import CASES
 
-    table = Table(show_header=True)
-    table.add_column("name")
-    table.add_column("description")
-    for spec in CASES.values():
-        table.add_row(spec.name, spec.description)
-    console.print(table)
+    _print_list(("name", "description"), [(s.name, s.description) for s in CASES.values()])
 
 
 @app.command("case-info")
@@ -269,13 +274,11 @@ def presets() -> None:
     """List the built-in resource presets."""
     from clustersim.sim.resources import load_preset, preset_names
 
-    table = Table(show_header=True)
-    for col in ("name", "case", "devices"):
-        table.add_column(col)
+    rows = []
     for name in preset_names():
         rs = load_preset(name)
-        table.add_row(name, rs.case or "", _fmt(rs.counts()))
-    console.print(table)
+        rows.append((name, rs.case or "", _fmt(rs.counts())))
+    _print_list(("name", "case", "devices"), rows)
 
 
 @app.command()
@@ -283,13 +286,11 @@ def scenarios() -> None:
     """List the built-in scenarios."""
     from clustersim.scenario import builtin_scenarios, read_scenario_file
 
-    table = Table(show_header=True)
-    table.add_column("name")
-    table.add_column("description")
+    rows = []
     for name in builtin_scenarios():
         data, _ = read_scenario_file(name)
-        table.add_row(name, str(data.get("description", "")))
-    console.print(table)
+        rows.append((name, str(data.get("description", ""))))
+    _print_list(("name", "description"), rows)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,7 +48,10 @@ def test_records_and_converges(prof):
     assert rec.converged.all()
     assert rec.vm_pu.shape == (5, 33) and np.isfinite(rec.vm_pu).all()
     assert (rec.p_loss_mw > 0).all()
-    # the slack supplies load + losses − generation
+    # the slack supplies load + storage charging + losses − generation (last step's net state)
+    net = plant.net
+    balance = net.load.p_mw.sum() + net.storage.p_mw.sum() - net.sgen.p_mw.sum() + rec.p_loss_mw[-1]
+    assert rec.p_slack_mw[-1] == pytest.approx(balance, abs=1e-6)
     frame = rec.to_frame()
     assert {"time_s", "vm_pu.1", "vm_pu.33", "CB1.step", "OLTC.tap_pos", "ESS1.energy_mwh"} <= set(
         frame
