@@ -40,7 +40,7 @@ def _fail(exc: Exception) -> None:
 def run(
     scenario: Annotated[
         str, typer.Argument(help="scenario TOML path or built-in name")
-    ] = "ieee33-ev-none",
+    ] = "ieee33-ev-clustered",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="results folder")] = None,
     seed: Annotated[int | None, typer.Option(help="seed (overrides run.seed)")] = None,
     set_: Annotated[

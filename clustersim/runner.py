@@ -30,11 +30,20 @@ from clustersim.sim.plant import Plant, PlantRecord
 
 __all__ = ["RunResult", "build_plant", "default_out_dir", "run_scenario", "write_results"]
 
-IMPLEMENTED_MODES = ("none",)
+IMPLEMENTED_MODES = ("none", "local", "centralized", "clustered", "active-only", "reactive-only")
+CLUSTER_MODES = ("clustered", "active-only", "reactive-only")
 SIMBENCH_CODES = {
     "simbench-mv-rural": "1-MV-rural--0-sw",
     "simbench-mv-semiurb": "1-MV-semiurb--0-sw",
 }
+WALL_CLOCK_KEYS = (
+    "control_wall_time_s",
+    "control_critical_path_s",
+    "run_loop_wall_time_s",
+    "wall_time_s",
+)
+"""summary.json keys measured on the wall clock: the only ones that differ between two runs of
+the same scenario and seed"""
 _VERSIONED = (
     "clustersim",
     "pandapower",
@@ -153,8 +162,39 @@ def _atomic(path: Path, mode: str = "w") -> Iterator[Any]:
         raise
 
 
+def control_settings(scenario: Scenario) -> Any:
+    """The agents' view of the scenario's ``[control]`` and ``[run]`` tables."""
+    from clustersim.agents.control import ControlSettings
+    from clustersim.agents.problem import CostSettings
+
+    c = scenario.control
+    return ControlSettings(
+        interval_s=c.interval_s,
+        optimizer=c.optimizer,
+        pop_size=c.pop_size,
+        generations=c.generations,
+        patience=c.patience,
+        compromise=c.compromise,
+        weights=(c.weights[0], c.weights[1], c.weights[2]),
+        voltage_objective=c.voltage_objective,
+        correction_gain=c.correction_gain,
+        warm_start=c.warm_start,
+        vm_min_pu=scenario.run.vm_min_pu,
+        vm_max_pu=scenario.run.vm_max_pu,
+        costs=CostSettings(
+            tap_operation=c.tap_operation_cost,
+            capacitor_switching=c.capacitor_switching_cost,
+            storage_per_mwh=c.storage_cost_per_mwh,
+        ),
+    )
+
+
 def write_results(
-    out_dir: Path, scenario: Scenario, summary: dict[str, Any], record: PlantRecord
+    out_dir: Path,
+    scenario: Scenario,
+    summary: dict[str, Any],
+    record: PlantRecord,
+    control: Any = None,
 ) -> None:
     """Write the results folder (each file atomically)."""
     import matplotlib
@@ -172,6 +212,52 @@ def write_results(
     with _atomic(out_dir / "timeseries.parquet", "wb") as fh:
         frame.to_parquet(fh, index=False)
     _voltage_heatmap(out_dir / "figures" / "voltage_heatmap.png", record, summary, scenario)
+    if control is not None and control.rows:
+        with _atomic(out_dir / "control.parquet", "wb") as fh:
+            control.frame().to_parquet(fh, index=False)
+        _pareto_figures(out_dir / "figures", record, summary, scenario, control)
+
+
+def _pareto_figures(
+    folder: Path, record: PlantRecord, summary: dict[str, Any], sc: Scenario, control: Any
+) -> None:
+    """``pareto_<controller>.png``: each controller's final front at the control step that
+    covers the plant step with the worst voltage deviation."""
+    import matplotlib.pyplot as plt
+
+    n = summary["steps"]
+    vm = record.vm_pu[:n]
+    if not np.isfinite(vm).any() or not control.fronts:
+        return
+    worst_step = int(np.nanargmax(np.nanmax(np.abs(vm - 1.0), axis=1)))
+    spi = max(1, sc.control.interval_s // sc.run.plant_step_s)
+    interval = worst_step // spi
+    for name in control.controllers:
+        got = control.fronts.get((interval, name))
+        if got is None:
+            continue
+        front, chosen = got
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        pairs = (
+            (0, 1, "voltage deviation (p.u.)", "losses (MW)"),
+            (0, 2, "voltage deviation (p.u.)", "cost"),
+        )
+        for ax, (i, j, xl, yl) in zip(axes, pairs, strict=True):
+            sc_ = ax.scatter(front[:, i], front[:, j], c=front[:, 3 - i - j], cmap="viridis", s=18)
+            ax.scatter([chosen[i]], [chosen[j]], marker="*", s=160, c="red", label="chosen")
+            ax.set_xlabel(xl)
+            ax.set_ylabel(yl)
+            fig.colorbar(sc_, ax=ax, label=("cost" if j == 1 else "losses (MW)"))
+            ax.legend(loc="best")
+        t_h = worst_step * sc.run.plant_step_s / 3600
+        fig.suptitle(
+            f"{sc.name}: {name} front at control step {interval} "
+            f"(worst voltage at {t_h:.2f} h; {len(front)} solutions)"
+        )
+        fig.tight_layout()
+        with _atomic(folder / f"pareto_{name}.png", "wb") as fh:
+            fig.savefig(fh, format="png", dpi=100)
+        plt.close(fig)
 
 
 def _voltage_heatmap(
@@ -232,13 +318,13 @@ def run_scenario(
     t0 = time.perf_counter()
     plant = build_plant(scenario)
     out_dir = out_dir or default_out_dir(scenario)
-    # the [partition] table's clusters: written for every run; mode "none" does not use them,
-    # so there a partition that cannot be made is recorded in the summary, not fatal
+    # the [partition] table's clusters: written for every run; only the cluster modes use them,
+    # elsewhere a partition that cannot be made is recorded in the summary, not fatal
     partition_info: dict[str, Any]
     try:
         part, pctx = scenario_partition(scenario)
     except PartitionError as exc:
-        if scenario.control.mode != "none":
+        if scenario.control.mode in CLUSTER_MODES:
             raise ScenarioError(str(exc), key="partition") from None
         partition_info = {"method": scenario.partition.method, "error": str(exc)}
     else:
@@ -252,9 +338,34 @@ def run_scenario(
             "rho": part.metrics["rho"],
             **{k: bool(part.constraints[k]) for k in ("connected", "size_ok", "resources_ok")},
         }
+    clusters = None
+    mode = scenario.control.mode
+    if mode in CLUSTER_MODES:
+        if not part.constraints["connected"]:
+            raise ScenarioError(
+                f"partition {part.method!r} gives a disconnected cluster; mode {mode!r} needs "
+                "connected clusters (choose another [partition] method)",
+                key="partition.method",
+            )
+        clusters = {
+            f"C{c + 1}": [pctx.buses[i] for i in nodes] for c, nodes in enumerate(part.clusters())
+        }
     if on_start is not None:
         on_start(plant.n_steps)
-    record = plant.run(progress=progress)
+    from clustersim.control_loop import run_control
+
+    t_ctl = time.perf_counter()
+    control = run_control(
+        plant,
+        mode,
+        control_settings(scenario),
+        clusters=clusters,
+        seed=child_seeds(scenario.run.seed)[2],
+        local_settings=scenario.control.local,
+        progress=progress,
+    )
+    loop_s = time.perf_counter() - t_ctl
+    record = plant.record
     summary: dict[str, Any] = {
         "scenario": scenario.name,
         "case": scenario.case.name,
@@ -265,11 +376,16 @@ def run_scenario(
         "profiles": plant.profiles.source,
         "resources": plant.resources.counts(),
         "partition": partition_info,
+        "controllers": len(control.controllers),
     }
     summary.update(
         kpi.summarize(plant, vm_min_pu=scenario.run.vm_min_pu, vm_max_pu=scenario.run.vm_max_pu)
     )
+    summary.update(control.totals())
+    summary["setpoints_rejected"] = len(control.rejected)
+    summary["run_loop_wall_time_s"] = round(loop_s, 3)
     summary["powerflow_failure_steps"] = list(plant.powerflow_failures)
     summary["wall_time_s"] = round(time.perf_counter() - t0, 3)
-    write_results(out_dir, scenario, summary, record)
+    summary["wall_clock_keys"] = [*WALL_CLOCK_KEYS]
+    write_results(out_dir, scenario, summary, record, control)
     return RunResult(summary=summary, out_dir=out_dir)

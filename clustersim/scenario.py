@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from clustersim.agents.local import LocalSettings
 from clustersim.errors import ScenarioError
 
 __all__ = [
@@ -25,7 +26,7 @@ __all__ = [
     "load_scenario",
 ]
 
-DEFAULT_SCENARIO = "ieee33-ev-none"
+DEFAULT_SCENARIO = "ieee33-ev-clustered"
 
 DEVICE_KINDS = (
     "pv",
@@ -91,13 +92,46 @@ class ControlConfig(_Table):
     mode: Literal["none", "local", "centralized", "clustered", "active-only", "reactive-only"] = (
         "none"
     )
-    interval_s: int = Field(default=900, gt=0)
-    optimizer: str = "nsga2"
-    pop_size: int = Field(default=40, ge=2)
-    generations: int = Field(default=40, ge=1)
+    interval_s: int = Field(default=900, gt=0, description="control interval")
+    optimizer: Literal["nsga2", "nsga3", "moead"] = "nsga2"
+    pop_size: int = Field(default=40, ge=4, description="population per problem")
+    generations: int = Field(default=40, ge=1, description="generations per problem, at most")
+    patience: int = Field(
+        default=8, ge=0, description="stop after this many generations without progress; 0: off"
+    )
+    warm_start: bool = Field(
+        default=True, description="seed with the setpoints in force and the previous choice"
+    )
     compromise: Literal["fuzzy", "knee", "weighted"] = "fuzzy"
+    weights: list[float] = Field(
+        default_factory=lambda: [1.0, 1.0, 1.0],
+        min_length=3,
+        max_length=3,
+        description="compromise = weighted: weights of voltage deviation, losses, cost",
+    )
+    voltage_objective: Literal["max", "sumsq"] = "max"
+    correction_gain: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="adaptive correction: share of the last measured-minus-modelled voltage "
+        "added to the predictions; 0: off",
+    )
+    tap_operation_cost: float = Field(default=1.0, ge=0, description="currency per tap step")
+    capacitor_switching_cost: float = Field(default=0.5, ge=0, description="currency per switch")
+    storage_cost_per_mwh: float = Field(default=5.0, ge=0, description="storage wear")
     coordination_rounds: int = Field(default=2, ge=0)
     deadline_s: float = Field(default=60.0, gt=0)
+    local: LocalSettings = Field(
+        default_factory=LocalSettings,
+        description="mode local (and the fallback): Volt-VAR curve, tap control with LDC",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ControlConfig:
+        if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+            raise ValueError("weights must be non-negative and not all zero")
+        return self
 
 
 class LatencyConfig(_Table):

@@ -9,7 +9,11 @@ Definitions (dt = plant step in hours; sums over converged steps and energized b
 - ``energy_losses_mwh`` = Σ_t P_loss,t · dt (lines and transformers);
 - ``energy_cost`` = Σ_t price_t · P_slack,t · dt + Σ_t Σ_DG cost_g · P_g,t · dt
   (currency of the price profile; energy exported to the upstream grid is credited at price_t);
-- ``powerflow_failures`` = steps whose power flow did not converge.
+- ``powerflow_failures`` = steps whose power flow did not converge;
+- ``worst_bus`` = label of the bus with the largest max |V − 1| over the run, and
+  ``max_abs_voltage_deviation_at_worst_bus_pu`` / ``mean_abs_voltage_deviation_at_worst_bus_pu``
+  its largest and mean |V − 1|;
+- ``switching_operations`` = tap operations (Σ |Δtap|) + capacitor switchings.
 """
 
 from __future__ import annotations
@@ -42,6 +46,17 @@ def summarize(plant: Plant, *, vm_min_pu: float = 0.95, vm_max_pu: float = 1.05)
     def stat(fn: Any, a: np.ndarray) -> float | None:
         return float(fn(a)) if a.size else None
 
+    worst: str | None = None
+    worst_max = worst_mean = None
+    if vm.size:
+        full = rec.vm_pu[:n][ok]
+        per_bus = np.nanmax(np.abs(full - 1.0), axis=0)
+        if np.isfinite(per_bus).any():
+            b = int(np.nanargmax(per_bus))
+            worst = rec.bus_labels[b]
+            worst_max = float(per_bus[b])
+            worst_mean = float(np.nanmean(np.abs(full[:, b] - 1.0)))
+
     return {
         "steps": int(n),
         "max_abs_voltage_deviation_pu": stat(np.nanmax, dev),
@@ -57,4 +72,10 @@ def summarize(plant: Plant, *, vm_min_pu: float = 0.95, vm_max_pu: float = 1.05)
         "tap_operations": int(sum(plant.tap_operations.values())),
         "capacitor_switching": int(sum(plant.capacitor_switching.values())),
         "max_line_loading_percent": stat(np.nanmax, rec.loading_percent[:n][ok]),
+        "worst_bus": worst,
+        "max_abs_voltage_deviation_at_worst_bus_pu": worst_max,
+        "mean_abs_voltage_deviation_at_worst_bus_pu": worst_mean,
+        "switching_operations": int(
+            sum(plant.tap_operations.values()) + sum(plant.capacitor_switching.values())
+        ),
     }

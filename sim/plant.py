@@ -2,17 +2,33 @@
 
 At every plant step (default 60 s) the plant
 
-1. writes the profile values of the step into the net with pandapower's own time-series machinery
-   (one ``ConstControl`` per element table and variable, fed by ``DFData`` frames of absolute
-   values computed once for the whole horizon);
+1. writes the profile values of the step into the net (``load.p_mw``, ``load.q_mvar``,
+   ``sgen.p_mw`` of the profile-driven elements): the absolute values :meth:`Plant.profile_frames`
+   computes once for the whole horizon, i.e. the numbers pandapower's ``ConstControl`` fed by
+   ``DFData`` frames would write, assigned as whole numpy columns, which costs a fraction of the
+   controllers' pandas ``.loc`` writes (the net carries no pandapower controllers);
 2. writes the setpoints in force (SVC / inverter Q, DG P, ESS P, capacitor steps, tap positions),
    limited to what each device can physically do (inverter S, storage SOC window);
-3. runs ``pandapower.runpp`` and records bus voltages, line loadings, losses, slack power, device
-   states, storage energy and tap / capacitor switching counts.
+3. runs pandapower's power flow (``runpp``) and records bus voltages, line loadings, losses, slack
+   power, device states, storage energy and tap / capacitor switching counts.
 
-We call the controllers' ``time_step`` ourselves instead of ``pandapower.timeseries.run_timeseries``
-because setpoints arrive from agents between steps (co-simulation): ``run_timeseries`` owns the
-loop and would run the whole horizon in one call.
+We write the step's values ourselves instead of ``pandapower.timeseries.run_timeseries`` because
+setpoints arrive from agents between steps (co-simulation): ``run_timeseries`` owns the loop and
+would run the whole horizon in one call.
+
+Power flow, fast path. Between two converged steps that changed only bus injections (loads,
+sgens, storage), transformer tap positions or the slack voltage, the plant calls ``runpp`` with
+pandapower's ``recycle`` option (the one ``run_timeseries`` uses): pandapower updates the internal
+model it kept from the last power flow instead of rebuilding it from the tables, then runs the
+same Newton-Raphson solve from the same warm start and extracts the same result tables. Every
+recorded value still comes from pandapower's power flow on the net; the fast path is tested
+against a full ``runpp`` at every step to 1e-9 p.u. / MW. A step that changes anything recycling
+does not update (a capacitor step: pandapower's recycle leaves shunts alone; a switch; an element
+added or put in or out of service), the first step, the step after a failed power flow and any
+step after someone else ran a power flow on the net use a full ``runpp``. The fast path assumes
+nobody edits other parameters of the net (line or transformer data) between steps: such an edit
+is seen at the next full ``runpp`` only. ``Plant(..., fast_powerflow=False)`` runs a full
+``runpp`` at every step.
 
 A power flow that does not converge is recorded for that step (NaN voltages,
 ``converged = False``), the net's inputs and the setpoints changed at that step are rolled back to
@@ -31,10 +47,8 @@ from typing import Any
 import numpy as np
 import pandapower as pp
 import pandas as pd
-from pandapower.control import ConstControl
-from pandapower.timeseries import DFData
 
-from clustersim.errors import MessageError
+from clustersim.errors import MessageError, PowerFlowError
 from clustersim.sim.profiles import Profiles
 from clustersim.sim.resources import (
     DG,
@@ -50,29 +64,129 @@ from clustersim.sim.resources import (
     oltc_vm_pu,
 )
 
-__all__ = ["Plant", "PlantRecord"]
+__all__ = ["Measurement", "Plant", "PlantRecord"]
 
-# the net's input columns a step may change; snapshot for roll-back on a failed power flow
-_MUTABLE = {
-    "load": ["p_mw", "q_mvar"],
-    "sgen": ["p_mw", "q_mvar"],
-    "storage": ["p_mw"],
-    "shunt": ["step"],
-    "trafo": ["tap_pos"],
-    "ext_grid": ["vm_pu"],
+# element tables whose size or in-service flags, when changed, need a full runpp (recycling
+# keeps pandapower's lookups and in-service masks of the last full runpp)
+_STRUCTURE_TABLES = (
+    "bus",
+    "line",
+    "trafo",
+    "trafo3w",
+    "impedance",
+    "switch",
+    "shunt",
+    "ext_grid",
+    "gen",
+    "sgen",
+    "load",
+    "storage",
+    "motor",
+    "ward",
+    "xward",
+    "dcline",
+    "asymmetric_load",
+    "asymmetric_sgen",
+    "svc",
+    "tcsc",
+    "ssc",
+    "vsc",
+)
+# inputs recycling cannot update (shunts, switches), and those it updates on request
+_FULL_COLUMNS = {
+    "switch": ("bus", "element", "et", "closed"),
+    "shunt": ("bus", "p_mw", "q_mvar", "vn_kv", "step", "max_step"),
 }
+_TAP_COLUMNS = ("tap_pos", "tap_neutral", "tap_step_percent")
+_TRAFO_COLUMNS = {"trafo": _TAP_COLUMNS, "trafo3w": _TAP_COLUMNS}
+_GEN_COLUMNS = {"ext_grid": ("vm_pu", "va_degree"), "gen": ("p_mw", "vm_pu")}
+
+
+class _Columns:
+    """Working copies of the net's input columns a step changes, written back one column at a time.
+
+    pandas' per-cell writes (``.at``/``.loc``) cost tens of microseconds each; the plant edits
+    numpy copies instead and assigns each changed column once. ``rollback`` puts back the columns
+    as they were before the step.
+    """
+
+    def __init__(self, net: pp.pandapowerNet) -> None:
+        self.net = net
+        self.before: dict[tuple[str, str], np.ndarray] = {}
+        self.work: dict[tuple[str, str], np.ndarray] = {}
+        self.written: list[tuple[str, str]] = []
+
+    def get(self, table: str, column: str) -> np.ndarray:
+        key = (table, column)
+        out = self.work.get(key)
+        if out is None:
+            before = self.net[table][column].to_numpy(copy=True)
+            self.before[key] = before
+            out = self.work[key] = before.copy()
+        return out
+
+    def commit(self) -> None:
+        for (table, column), values in self.work.items():
+            if not np.array_equal(values, self.before[(table, column)]):
+                self.net[table][column] = values
+                self.written.append((table, column))
+
+    def rollback(self) -> None:
+        for table, column in self.written:
+            self.net[table][column] = self.before[(table, column)]
+        self.written = []
 
 
 @dataclass
 class _StorageState:
     name: str
     row: int
+    pos: int
     e_mwh: float
     energy_mwh: float
     e_min_mwh: float
     e_max_mwh: float
     p_max_mw: float
     efficiency: float
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the plant's meters report after a converged plant step (arrays in net table order).
+
+    ``step`` is the plant step measured and ``time_s`` its start time. ``p_slack_mw`` and
+    ``q_slack_mvar`` are the power the external grid feeds in at the slack bus (pandapower's
+    ``res_ext_grid``, summed): > 0 means import from the upstream grid, < 0 export to it. Line
+    and transformer flows are pandapower's ``res_line``/``res_trafo`` columns (power entering the
+    branch at its from / hv end and at its to / lv end). ``setpoints`` are the setpoints in force
+    as requested (device → quantity → value); what the plant applied may be less: it clips an
+    inverter's Q to ±sqrt(S_rated² − P²) at its present P and a storage P to what its SOC window
+    allows over the step (the record's ``<device>.q_mvar`` / ``<device>.p_mw`` columns hold the
+    applied values). ``switching_today`` counts tap operations (sum of |Δtap|) and capacitor
+    switchings since the start of the current day, per device.
+    """
+
+    step: int
+    time_s: float
+    vm_pu: np.ndarray
+    bus_labels: tuple[str, ...]
+    p_slack_mw: float
+    q_slack_mvar: float
+    line_p_from_mw: np.ndarray
+    line_q_from_mvar: np.ndarray
+    line_p_to_mw: np.ndarray
+    line_q_to_mvar: np.ndarray
+    trafo_p_hv_mw: np.ndarray
+    trafo_q_hv_mvar: np.ndarray
+    trafo_p_lv_mw: np.ndarray
+    trafo_q_lv_mvar: np.ndarray
+    storage_energy_mwh: Mapping[str, float]
+    setpoints: Mapping[str, Mapping[str, float]]
+    switching_today: Mapping[str, int]
+
+    def vm(self, bus_label: str) -> float:
+        """Voltage magnitude (p.u.) at the bus with this label."""
+        return float(self.vm_pu[self.bus_labels.index(bus_label)])
 
 
 @dataclass
@@ -128,6 +242,10 @@ class Plant:
         plant time step in seconds (divides 900).
     n_steps:
         horizon in plant steps (default: the whole profile horizon).
+    fast_powerflow:
+        recycle pandapower's internal model between steps where that gives the same result
+        (see the module docstring); ``False`` runs a full ``runpp`` at every step (the reference
+        the fast path is tested against).
     """
 
     def __init__(
@@ -138,6 +256,7 @@ class Plant:
         *,
         plant_step_s: int = 60,
         n_steps: int | None = None,
+        fast_powerflow: bool = True,
     ) -> None:
         self.net = net
         self.resources = resources
@@ -150,9 +269,15 @@ class Plant:
         if self.n_steps > horizon:
             raise ValueError(f"n_steps {self.n_steps} beyond the profile horizon {horizon}")
         self.devices = {d.name: d for d in resources.devices}
+        # (table, position in the table) of every device's element, for numpy column access
+        self._slot = {
+            name: (table, int(net[table].index.get_loc(row)))
+            for name, (table, row) in self.where.items()
+        }
         self._setpoints: dict[str, dict[str, float]] = {}
         self._pending: dict[str, dict[str, float]] = {}
         self._storage = self._init_storage()
+        self._storage_by_name = {s.name: s for s in self._storage}
         self.tap_operations: dict[str, int] = {
             d.name: 0 for d in resources.devices if isinstance(d, OLTC | LineRegulator)
         }
@@ -160,15 +285,26 @@ class Plant:
             d.name: 0 for d in resources.devices if isinstance(d, CapacitorBank)
         }
         self._initial_setpoints()
-        self._controllers = self._build_controllers()
+        self._base_values: dict[tuple[str, str, int], float] = {}
+        self._feeds = [
+            (table, variable, net[table].index.get_indexer(rows), values)
+            for table, variable, rows, values in self.profile_frames("actual")
+        ]
         self.powerflow_failures: list[int] = []
         self.step_index = 0
         self._warm = False
+        self._fast = bool(fast_powerflow)
+        self._pf_state: tuple[Any, Any, dict[str, list[np.ndarray]]] | None = None
+        self._pf_counts = {"full": 0, "recycled": 0}
+        self._split_tables: dict[str, pd.DataFrame] = {}
         self.bus_labels = [str(x) for x in net.bus["name"]]
         self.line_labels = [
             str(x) if x else str(i) for i, x in zip(net.line.index, net.line["name"], strict=True)
         ]
         self._record = self._alloc_record()
+        self._plan_device_record()
+        self._day_start_counts: dict[str, int] = {}
+        self._last_measurement: Measurement | None = None
 
     # ------------------------------------------------------------------ set-up
     def _init_storage(self) -> list[_StorageState]:
@@ -180,6 +316,7 @@ class Plant:
                     _StorageState(
                         name=key,
                         row=self.where[key][1],
+                        pos=self._slot[key][1],
                         e_mwh=d.e_mwh,
                         energy_mwh=d.initial_energy_mwh,
                         e_min_mwh=d.soc_min * d.e_mwh,
@@ -232,10 +369,19 @@ class Plant:
             return prof
         return {"PV": "pv", "WP": "wind"}.get(str(el.get("type")), "")
 
-    def _build_controllers(self) -> list[ConstControl]:
-        """One ConstControl per (table, variable) for the profile-driven elements."""
+    def profile_frames(self, which: str = "actual") -> list[tuple[str, str, list[int], np.ndarray]]:
+        """Absolute values the profiles give each profile-driven element, for the whole horizon.
+
+        Returns ``(table, variable, rows, values)`` with ``values`` of shape steps × rows (MW or
+        Mvar). ``which="forecast"`` applies the same mapping to the forecast series: what a
+        controller is told the plant will see. Elements without a profile keep their base value
+        and are not listed.
+        """
+        if which not in ("actual", "forecast"):
+            raise ValueError(f"which must be 'actual' or 'forecast', got {which!r}")
+        frame_src = self.profiles.actual if which == "actual" else self.profiles.forecast
         net = self.net
-        ctrls: list[ConstControl] = []
+        out: list[tuple[str, str, list[int], np.ndarray]] = []
         specs: list[tuple[str, str, list[int]]] = [
             ("load", "p_mw", list(net.load.index)),
             ("load", "q_mvar", list(net.load.index)),
@@ -246,35 +392,45 @@ class Plant:
             ),
         ]
         for table, variable, rows in specs:
-            frame: dict[str, np.ndarray] = {}
+            cols: list[np.ndarray] = []
             used: list[int] = []
             for row in rows:
                 col = self._element_column(table, row, variable)
                 if not col:
                     continue  # no profile: the element keeps its base value
-                base = float(net[table].at[row, variable])
-                if table == "sgen":
-                    dev = self.devices.get(str(net.sgen.at[row, "name"]))
-                    if isinstance(dev, PV):
-                        base = dev.p_mw
-                frame[f"{table}{row}"] = self._profile_factor(col) * base
+                base = self._base_values.get((table, variable, row))
+                if base is None:
+                    base = float(net[table].at[row, variable])
+                    if table == "sgen":
+                        dev = self.devices.get(str(net.sgen.at[row, "name"]))
+                        if isinstance(dev, PV):
+                            base = dev.p_mw
+                    self._base_values[(table, variable, row)] = base
+                factor = frame_src[col].to_numpy(dtype=float)[: self.n_steps]
+                cols.append(factor * base)
                 used.append(row)
-            if not used:
-                continue
-            df = pd.DataFrame(frame, index=pd.RangeIndex(self.n_steps))
-            ctrls.append(
-                ConstControl(
-                    net,
-                    element=table,
-                    variable=variable,
-                    element_index=used,
-                    profile_name=[f"{table}{r}" for r in used],
-                    data_source=DFData(df),
-                    drop_same_existing_ctrl=False,
-                    overwrite=False,
-                )
-            )
-        return ctrls
+            if used:
+                out.append((table, variable, used, np.column_stack(cols)))
+        return out
+
+    def _plan_device_record(self) -> None:
+        """What ``_record_devices`` copies each step: (record column, net table, net column,
+        position) and (record column, device, setpoint quantity)."""
+        self._device_reads: list[tuple[str, str, str, int]] = []
+        self._device_setpoints: list[tuple[str, str, str]] = []
+        for d in self.resources.devices:
+            table, pos = self._slot[d.name]
+            if isinstance(d, PV | SVC | DG):
+                self._device_reads.append((f"{d.name}.p_mw", table, "p_mw", pos))
+                self._device_reads.append((f"{d.name}.q_mvar", table, "q_mvar", pos))
+            elif isinstance(d, EVStation | ExchangeStation):
+                self._device_reads.append((f"{d.name}.p_mw", table, "p_mw", pos))
+            elif isinstance(d, CapacitorBank):
+                self._device_setpoints.append((f"{d.name}.step", d.name, "step"))
+            elif isinstance(d, OLTC | LineRegulator):
+                self._device_setpoints.append((f"{d.name}.tap_pos", d.name, "tap_pos"))
+        for s in self._storage:
+            self._device_reads.append((f"{s.name}.p_mw", "storage", "p_mw", s.pos))
 
     def _alloc_record(self) -> PlantRecord:
         n = self.n_steps
@@ -341,33 +497,45 @@ class Plant:
                 raise MessageError(f"device {device!r}: {qty} must be an integer, got {v}")
         self._pending.setdefault(device, {}).update({k: float(v) for k, v in values.items()})
 
-    def _apply_setpoints(self, setpoints: Mapping[str, Mapping[str, float]]) -> None:
-        net = self.net
+    def _apply_setpoints(
+        self, setpoints: Mapping[str, Mapping[str, float]], cols: _Columns
+    ) -> None:
         for name, sp in setpoints.items():
-            table, row = self.where[name]
+            table, pos = self._slot[name]
             dev = self.devices.get(name.split(":")[0])
             if table == "sgen":
+                p_mw = cols.get("sgen", "p_mw")
                 if "p_mw" in sp:
-                    net.sgen.at[row, "p_mw"] = sp["p_mw"]
+                    p_mw[pos] = sp["p_mw"]
                 q = sp.get("q_mvar", 0.0)
                 if isinstance(dev, PV):  # inverter capability: |S| <= s_rated
-                    p = float(net.sgen.at[row, "p_mw"])
+                    p = float(p_mw[pos])
                     q_lim = math.sqrt(max(dev.s_rated_mva**2 - p**2, 0.0))
                     q = float(np.clip(q, -q_lim, q_lim))
-                net.sgen.at[row, "q_mvar"] = q
+                cols.get("sgen", "q_mvar")[pos] = q
             elif table == "storage":
-                net.storage.at[row, "p_mw"] = self._storage_power(name, sp.get("p_mw", 0.0))
+                cols.get("storage", "p_mw")[pos] = self._storage_power(name, sp.get("p_mw", 0.0))
             elif table == "shunt":
-                net.shunt.at[row, "step"] = int(sp["step"])
+                cols.get("shunt", "step")[pos] = int(sp["step"])
             elif table == "trafo":
-                net.trafo.at[row, "tap_pos"] = int(sp["tap_pos"])
+                cols.get("trafo", "tap_pos")[pos] = int(sp["tap_pos"])
             elif table == "ext_grid":
                 assert isinstance(dev, OLTC)
-                net.ext_grid.at[row, "vm_pu"] = oltc_vm_pu(dev, sp["tap_pos"])
+                cols.get("ext_grid", "vm_pu")[pos] = oltc_vm_pu(dev, sp["tap_pos"])
+
+    def _write_inputs(self, k: int, setpoints: Mapping[str, Mapping[str, float]]) -> _Columns:
+        """Write step ``k``'s profile values and ``setpoints`` into the net; return the columns
+        (whose ``rollback`` restores the net as it was)."""
+        cols = _Columns(self.net)
+        for table, variable, pos, values in self._feeds:
+            cols.get(table, variable)[pos] = values[k]
+        self._apply_setpoints(setpoints, cols)
+        cols.commit()
+        return cols
 
     def _storage_power(self, name: str, p_mw: float) -> float:
         """Limit a storage setpoint (load convention, p > 0 charges) to its SOC window."""
-        s = next(x for x in self._storage if x.name == name)
+        s = self._storage_by_name[name]
         p = float(np.clip(p_mw, -s.p_max_mw, s.p_max_mw))
         if p > 0:
             p = min(p, (s.e_max_mwh - s.energy_mwh) / (s.efficiency * self.dt_h))
@@ -381,22 +549,20 @@ class Plant:
         k = self.step_index
         if k >= self.n_steps:
             raise IndexError("the plant has reached the end of its horizon")
+        if k == 0 or (k * self.plant_step_s) % 86400 == 0:
+            self._day_start_counts = self._switching_counts()
         net = self.net
-        snapshot = {t: net[t][cols].copy() for t, cols in _MUTABLE.items() if len(net[t])}
         previous = self.setpoints
         trial = self.setpoints
         for name, sp in self._pending.items():
             trial[name].update(sp)
         self._pending = {}
 
-        for c in self._controllers:
-            c.time_step(net, k)
-        self._apply_setpoints(trial)
+        cols = self._write_inputs(k, trial)
         converged = self._runpp()
         rec = self._record
         if not converged:
-            for t, frame in snapshot.items():
-                net[t].loc[frame.index, frame.columns] = frame
+            cols.rollback()
             self.powerflow_failures.append(k)
             self._setpoints = previous
         else:
@@ -411,30 +577,140 @@ class Plant:
             rec.p_slack_mw[k] = net.res_ext_grid.p_mw.sum()
             rec.q_slack_mvar[k] = net.res_ext_grid.q_mvar.sum()
             self._advance_storage()
+            self._last_measurement = self._measure(k)
         self._record_devices(k)
         self.step_index += 1
         return converged
 
+    def _switching_counts(self) -> dict[str, int]:
+        return {**self.tap_operations, **self.capacitor_switching}
+
+    def switching_today(self) -> dict[str, int]:
+        """Tap operations and capacitor switchings per device since the start of the day."""
+        now = self._switching_counts()
+        return {k: v - self._day_start_counts.get(k, 0) for k, v in now.items()}
+
+    def _measure(self, k: int) -> Measurement:
+        net = self.net
+
+        def col(table: str, name: str) -> np.ndarray:
+            df = net[f"res_{table}"]
+            return df[name].to_numpy(dtype=float).copy() if len(df) else np.zeros(0)
+
+        return Measurement(
+            step=k,
+            time_s=float(k * self.plant_step_s),
+            vm_pu=net.res_bus.vm_pu.to_numpy(dtype=float).copy(),
+            bus_labels=tuple(self.bus_labels),
+            p_slack_mw=float(net.res_ext_grid.p_mw.sum()),
+            q_slack_mvar=float(net.res_ext_grid.q_mvar.sum()),
+            line_p_from_mw=col("line", "p_from_mw"),
+            line_q_from_mvar=col("line", "q_from_mvar"),
+            line_p_to_mw=col("line", "p_to_mw"),
+            line_q_to_mvar=col("line", "q_to_mvar"),
+            trafo_p_hv_mw=col("trafo", "p_hv_mw"),
+            trafo_q_hv_mvar=col("trafo", "q_hv_mvar"),
+            trafo_p_lv_mw=col("trafo", "p_lv_mw"),
+            trafo_q_lv_mvar=col("trafo", "q_lv_mvar"),
+            storage_energy_mwh=self.storage_energy_mwh(),
+            setpoints=self.setpoints,
+            switching_today=self.switching_today(),
+        )
+
+    def measure(self) -> Measurement:
+        """The meters' reading of the last converged plant step.
+
+        Before the first step (or when no step has converged yet) the meters read the net as it
+        stands at the next step's profile values with the setpoints in force: a power flow that
+        changes no state of the plant (no storage energy, counters or records).
+        """
+        if self._last_measurement is not None:
+            return self._last_measurement
+        k = min(self.step_index, self.n_steps - 1)
+        cols = self._write_inputs(k, self._setpoints)
+        if not self._runpp():
+            cols.rollback()
+            raise PowerFlowError(
+                f"the plant's power flow does not converge at step {k}: nothing to measure"
+            )
+        return self._measure(k)
+
     def _runpp(self) -> bool:
+        """Run pandapower's power flow on the net; return whether it converged.
+
+        The fast path (``recycle``) is taken only when the last power flow on the net was ours
+        and converged, and nothing recycling cannot update changed since (module docstring).
+        """
+        net = self.net
+        state = self._powerflow_inputs() if self._fast else None
+        recycle: dict[str, bool] | None = None
+        last = self._pf_state
+        if (
+            state is not None
+            and last is not None
+            and self._warm
+            and net["_ppc"] is last[0]
+            and net["_options"] is last[1]
+            and _same(state["full"], last[2]["full"])
+        ):
+            recycle = {
+                "bus_pq": True,
+                "trafo": not _same(state["trafo"], last[2]["trafo"]),
+                "gen": not _same(state["gen"], last[2]["gen"]),
+            }
+        self._pf_state = None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 # warm start from the last converged step (also skips pandapower's slow
                 # "auto" initialisation queries); lightsim2grid checks off: not a dependency;
                 # numba off: its JIT costs ~5 s per process and gains nothing on feeders of this
-                # size (measured 17 ms without vs 19 ms with per runpp on ieee69)
+                # size (measured 17 ms without vs 19 ms with per runpp on ieee69). A recycled
+                # runpp keeps the options of the last full one, which were these (pandapower
+                # falls back to a full runpp with them if its internal model is missing).
+                self._pf_counts["full" if recycle is None else "recycled"] += 1
                 pp.runpp(
-                    self.net,
+                    net,
                     numba=False,
                     init="results" if self._warm else "auto",
                     max_iteration=30,
                     lightsim2grid=False,
+                    recycle=recycle,
                 )
         except (pp.LoadflowNotConverged, np.linalg.LinAlgError, ValueError, FloatingPointError):
             self._warm = False
             return False
-        self._warm = bool(self.net.converged)
+        self._warm = bool(net.converged)
+        if self._warm and recycle is None:
+            _split_result_tables(net, self._split_tables)
+        if self._warm and state is not None:
+            self._pf_state = (net["_ppc"], net["_options"], state)
         return self._warm
+
+    def _powerflow_inputs(self) -> dict[str, list[np.ndarray]]:
+        """The net's inputs a recycled power flow does not see, by what it takes to update them:
+        ``full`` (a full runpp), ``trafo`` (recycle the transformers), ``gen`` (recycle the
+        slack and generators). Bus injections are recycled at every step."""
+        net = self.net
+        out: dict[str, list[np.ndarray]] = {"full": [], "trafo": [], "gen": []}
+        for table in _STRUCTURE_TABLES:
+            df = net[table] if table in net else None
+            if df is None:
+                continue
+            out["full"].append(np.array([len(df)]))
+            if len(df) and "in_service" in df.columns:
+                out["full"].append(df["in_service"].to_numpy(copy=True))
+        for group, spec in (
+            ("full", _FULL_COLUMNS),
+            ("trafo", _TRAFO_COLUMNS),
+            ("gen", _GEN_COLUMNS),
+        ):
+            for table, columns in spec.items():
+                df = net[table] if table in net else None
+                if df is None or not len(df):
+                    continue
+                out[group].extend(df[c].to_numpy(copy=True) for c in columns if c in df.columns)
+        return out
 
     def _count_switching(
         self, before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]]
@@ -445,27 +721,29 @@ class Plant:
             self.capacitor_switching[name] += int(after[name]["step"] != before[name]["step"])
 
     def _advance_storage(self) -> None:
+        if not self._storage:
+            return
+        net = self.net
+        p_mw = net.storage["p_mw"].to_numpy()
+        soc = net.storage["soc_percent"].to_numpy(dtype=float, copy=True)
         for s in self._storage:
-            p = float(self.net.storage.at[s.row, "p_mw"])
+            p = float(p_mw[s.pos])
             de = p * s.efficiency if p > 0 else p / s.efficiency
             s.energy_mwh = float(np.clip(s.energy_mwh + de * self.dt_h, 0.0, s.e_mwh))
-            self.net.storage.at[s.row, "soc_percent"] = 100.0 * s.energy_mwh / s.e_mwh
+            soc[s.pos] = 100.0 * s.energy_mwh / s.e_mwh
+        net.storage["soc_percent"] = soc
 
     def _record_devices(self, k: int) -> None:
         net, dev = self.net, self._record.device
-        for d in self.resources.devices:
-            _, row = self.where[d.name]
-            if isinstance(d, PV | SVC | DG):
-                dev[f"{d.name}.p_mw"][k] = net.sgen.at[row, "p_mw"]
-                dev[f"{d.name}.q_mvar"][k] = net.sgen.at[row, "q_mvar"]
-            elif isinstance(d, EVStation | ExchangeStation):
-                dev[f"{d.name}.p_mw"][k] = net.load.at[row, "p_mw"]
-            elif isinstance(d, CapacitorBank):
-                dev[f"{d.name}.step"][k] = self._setpoints[d.name]["step"]
-            elif isinstance(d, OLTC | LineRegulator):
-                dev[f"{d.name}.tap_pos"][k] = self._setpoints[d.name]["tap_pos"]
+        columns: dict[tuple[str, str], np.ndarray] = {}
+        for key, table, column, pos in self._device_reads:
+            values = columns.get((table, column))
+            if values is None:
+                values = columns[(table, column)] = net[table][column].to_numpy()
+            dev[key][k] = values[pos]
+        for key, name, qty in self._device_setpoints:
+            dev[key][k] = self._setpoints[name][qty]
         for s in self._storage:
-            dev[f"{s.name}.p_mw"][k] = net.storage.at[s.row, "p_mw"]
             dev[f"{s.name}.energy_mwh"][k] = s.energy_mwh
 
     def run(
@@ -485,6 +763,37 @@ class Plant:
 
     def storage_energy_mwh(self) -> dict[str, float]:
         return {s.name: s.energy_mwh for s in self._storage}
+
+
+def _split_result_tables(net: pp.pandapowerNet, done: dict[str, pd.DataFrame]) -> None:
+    """Store each column of the net's result tables as its own pandas block (same values, index,
+    columns and dtypes).
+
+    pandapower writes its results column by column (``res_line.loc[:, "p_from_mw"] = ...``);
+    pandas takes a slower path for that when all columns share one block, as in a table
+    pandapower has just created (a full runpp from a cold start creates them anew): this saves
+    about a fifth of a recycled plant step. ``done`` holds the tables split so far, which are
+    left alone while the net still holds them. A table pandas consolidates again later is only
+    slower to write, never different.
+    """
+    for key in list(net.keys()):
+        df = net[key]
+        if (
+            key.startswith("res_")
+            and isinstance(df, pd.DataFrame)
+            and df.shape[1] > 1
+            and len(df)
+            and done.get(key) is not df
+        ):
+            net[key] = done[key] = pd.concat([df.iloc[:, [j]] for j in range(df.shape[1])], axis=1)
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    """Whether two lists of arrays hold the same values (NaN equal to NaN)."""
+    return len(a) == len(b) and all(
+        x.shape == y.shape and bool(np.all((x == y) | ((x != x) & (y != y))))
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 def _physical_range(dev: Any, qty: str) -> tuple[float, float]:

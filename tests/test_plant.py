@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pandapower as pp
 import pytest
 
 from clustersim.errors import MessageError
 from clustersim.sim import cases, profiles
-from clustersim.sim.plant import Plant
-from clustersim.sim.resources import SVC, ResourceSet, load_preset
+from clustersim.sim.plant import Measurement, Plant
+from clustersim.sim.resources import (
+    ESS,
+    OLTC,
+    PV,
+    SVC,
+    CapacitorBank,
+    ExchangeStation,
+    LineRegulator,
+    ResourceSet,
+    load_preset,
+)
 
 
 @pytest.fixture(scope="module")
@@ -16,11 +29,11 @@ def prof():
     return profiles.synthetic(1, seed=3)
 
 
-def _plant(prof, preset="ieee33-ev", n_steps=30, extra=()):
+def _plant(prof, preset="ieee33-ev", n_steps=30, extra=(), **kw):
     rs = load_preset(preset)
     if extra:
         rs = ResourceSet(name=rs.name, case=rs.case, devices=[*rs.devices, *extra])
-    return Plant(cases.load_case(rs.case), rs, prof, plant_step_s=60, n_steps=n_steps)
+    return Plant(cases.load_case(rs.case), rs, prof, plant_step_s=60, n_steps=n_steps, **kw)
 
 
 def test_profiles_drive_loads_and_generation(prof):
@@ -154,3 +167,124 @@ def test_simbench_elements_follow_their_own_profiles():
             act[col].iloc[k] * base_sgen.at[row, "p_mw"], rel=1e-12
         )
     assert plant.record.converged.all()
+
+
+# ------------------------------------------------- fast power flow path vs full runpp
+_BIG = SVC(name="BIG", bus="18", q_min_mvar=-500.0, q_max_mvar=500.0)
+
+
+def _send(plant: Plant, k: int) -> str:
+    """Setpoints of every kind at chosen steps (the same for every plant); returns what changed."""
+    rng = np.random.default_rng([7, k])
+    kind = {2: "q_p", 4: "cap", 6: "tap", 8: "q_p", 9: "tap+q_p", 11: "cap+tap", 13: "fail"}
+    what = kind.get(k, "")
+    for d in plant.resources.devices:
+        if "q_p" in what and isinstance(d, SVC) and d.name != "BIG":
+            plant.set_setpoint(d.name, q_mvar=float(rng.uniform(d.q_min_mvar, d.q_max_mvar)))
+        elif "q_p" in what and isinstance(d, PV):
+            plant.set_setpoint(d.name, q_mvar=float(rng.uniform(-d.s_rated_mva, d.s_rated_mva)))
+        elif "q_p" in what and isinstance(d, ESS | ExchangeStation):
+            name = d.name if isinstance(d, ESS) else f"{d.name}:battery"
+            plant.set_setpoint(name, p_mw=float(rng.uniform(-d.p_max_mw, d.p_max_mw)))
+        elif "cap" in what and isinstance(d, CapacitorBank):
+            plant.set_setpoint(d.name, step=int(rng.integers(0, d.steps + 1)))
+        elif "tap" in what and isinstance(d, OLTC | LineRegulator):
+            tap = plant.setpoints[d.name]["tap_pos"] + int(rng.choice([-2, -1, 1, 2]))
+            plant.set_setpoint(d.name, tap_pos=float(np.clip(tap, d.tap_min, d.tap_max)))
+    if what == "fail" and "BIG" in plant.devices:
+        plant.set_setpoint("BIG", q_mvar=-500.0)  # collapse: rolled back
+    if k == 14 and "BIG" in plant.devices:
+        plant.set_setpoint("BIG", q_mvar=0.0)
+    return what
+
+
+def _assert_same_measurement(a: Measurement | None, b: Measurement | None) -> None:
+    assert (a is None) == (b is None)
+    if a is None or b is None:
+        return
+    for f in (
+        "vm_pu",
+        "line_p_from_mw",
+        "line_q_from_mvar",
+        "line_p_to_mw",
+        "line_q_to_mvar",
+        "trafo_p_hv_mw",
+        "trafo_q_hv_mvar",
+        "trafo_p_lv_mw",
+        "trafo_q_lv_mvar",
+    ):
+        np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=0, atol=1e-9, err_msg=f)
+    assert a.p_slack_mw == pytest.approx(b.p_slack_mw, rel=0, abs=1e-9)
+    assert a.q_slack_mvar == pytest.approx(b.q_slack_mvar, rel=0, abs=1e-9)
+    assert a.setpoints == b.setpoints and a.switching_today == b.switching_today
+    assert a.storage_energy_mwh == pytest.approx(b.storage_energy_mwh, rel=0, abs=1e-12)
+
+
+def _assert_same_record(a: Plant, b: Plant) -> None:
+    ra, rb = a.record, b.record
+    np.testing.assert_array_equal(ra.converged, rb.converged)
+    for f in ("vm_pu", "loading_percent", "p_loss_mw", "p_slack_mw", "q_slack_mvar"):
+        np.testing.assert_allclose(getattr(ra, f), getattr(rb, f), rtol=0, atol=1e-9, err_msg=f)
+    assert set(ra.device) == set(rb.device)
+    for c in ra.device:
+        np.testing.assert_allclose(ra.device[c], rb.device[c], rtol=0, atol=1e-9, err_msg=c)
+    assert a.powerflow_failures == b.powerflow_failures
+    assert a.tap_operations == b.tap_operations
+    assert a.capacitor_switching == b.capacitor_switching
+
+
+@pytest.mark.parametrize(("preset", "extra"), [("ieee33-ev", (_BIG,)), ("ieee123-ev", ())])
+def test_fast_powerflow_equals_full_runpp(prof, preset, extra):
+    """Recycling pandapower's model between steps gives what a full runpp gives, for setpoint
+    changes of every kind (ieee33: the OLTC sets the slack voltage; ieee123: OLTC and line
+    regulators are transformer taps) and across a failed, rolled-back power flow."""
+    n = 18
+    fast = _plant(prof, preset, n_steps=n, extra=extra)
+    full = _plant(prof, preset, n_steps=n, extra=extra, fast_powerflow=False)
+    paths = []
+    for k in range(n):
+        for plant in (fast, full):
+            what = _send(plant, k)
+        before = dict(fast._pf_counts)
+        ok = fast.step()
+        assert full.step() is ok
+        paths.append(next(p for p in before if fast._pf_counts[p] > before[p]))
+        _assert_same_measurement(fast.measure(), full.measure())
+        if "cap" in what or k == 0:
+            assert paths[k] == "full", (k, what)  # pandapower's recycle does not update shunts
+        elif k > 0 and fast.record.converged[k - 1] and what in ("", "q_p", "tap"):
+            assert paths[k] == "recycled", (k, what)
+    _assert_same_record(fast, full)
+    assert full._pf_counts["recycled"] == 0
+    assert paths.count("recycled") >= n // 2
+    if extra:  # the step after the failed one takes the full path
+        assert fast.powerflow_failures == [13]
+        assert paths[14] == "full"
+    assert fast.record.converged.sum() >= n - 1
+
+
+def test_fast_powerflow_sees_topology_service_and_foreign_powerflows(prof):
+    """A switch, an element taken out of service, or a power flow someone else ran on the net
+    between steps make the next step take the full path, with the full path's results."""
+    fast = _plant(prof, "ieee123-ev", n_steps=10)
+    full = _plant(prof, "ieee123-ev", n_steps=10, fast_powerflow=False)
+    tie = int(fast.net.switch.index[fast.net.switch["name"] == "sw7"][0])
+    paths = []
+    for k in range(10):
+        for plant in (fast, full):
+            net = plant.net
+            if k == 3:
+                net.switch.at[tie, "closed"] = True  # close a normally open tie: a loop
+            elif k == 5:
+                net.load.at[net.load.index[4], "in_service"] = False
+            elif k == 7:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pp.runpp(net, init="flat", tolerance_mva=1e-6, numba=False)
+        before = dict(fast._pf_counts)
+        assert fast.step() and full.step()
+        paths.append(next(p for p in before if fast._pf_counts[p] > before[p]))
+    assert [paths[k] for k in (3, 5, 7)] == ["full"] * 3
+    assert [paths[k] for k in (2, 4, 6, 8, 9)] == ["recycled"] * 5
+    _assert_same_record(fast, full)
+    _assert_same_measurement(fast.measure(), full.measure())

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -82,7 +81,7 @@ def test_resolved_scenario_reruns_identically(short_run, tmp_path):
     a = pd.read_parquet(short_run.out_dir / "timeseries.parquet")
     b = pd.read_parquet(again.out_dir / "timeseries.parquet")
     pd.testing.assert_frame_equal(a, b)
-    drop = {"wall_time_s"}
+    drop = set(short_run.summary["wall_clock_keys"])
     assert {k: v for k, v in again.summary.items() if k not in drop} == {
         k: v for k, v in short_run.summary.items() if k not in drop
     }
@@ -95,10 +94,18 @@ def test_other_seed_other_numbers(short_run, tmp_path):
     assert other.summary["energy_losses_mwh"] != short_run.summary["energy_losses_mwh"]
 
 
-def test_unimplemented_mode_is_refused():
-    sc = load_scenario("ieee33-ev-none", overrides=["control.mode=clustered"])
+def test_unknown_mode_is_refused():
     with pytest.raises(ScenarioError, match=r"control\.mode"):
-        run_scenario(sc, Path("/nonexistent"))
+        load_scenario("ieee33-ev-none", overrides=["control.mode=fuzzy-logic"])
+
+
+def test_cluster_mode_without_a_partition_is_refused(tmp_path):
+    sc = load_scenario(
+        "ieee33-ev-clustered",
+        overrides=["partition.min_size=10", "partition.max_size=10", "run.duration_h=0.5"],
+    )
+    with pytest.raises(ScenarioError, match=r"partition"):
+        run_scenario(sc, tmp_path / "x")
 
 
 def test_partition_table_selects_method_and_parameters(short_run, tmp_path):

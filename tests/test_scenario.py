@@ -15,8 +15,10 @@ from clustersim.scenario import (
 
 def test_builtins_exist_and_validate():
     names = builtin_scenarios()
-    assert {"ieee33-ev-none", "ieee51-ga-none"} <= set(names)
-    assert DEFAULT_SCENARIO == "ieee33-ev-none"
+    assert {f"ieee33-ev-{m}" for m in ("none", "local", "centralized", "clustered")} | {
+        f"ieee51-ga-{m}" for m in ("none", "centralized", "active", "reactive", "clustered")
+    } | {f"ieee123-ev-{m}" for m in ("none", "centralized", "clustered")} == set(names)
+    assert DEFAULT_SCENARIO == "ieee33-ev-clustered"
     for name in names:
         sc = load_scenario(name)
         assert sc.name == name

@@ -1,0 +1,404 @@
+"""Optimizing controllers: the central agent and the cluster agents' decision core.
+
+One :class:`GridModel` per process holds the controllers' copy of the grid and the forecast; one
+:class:`Controller` per agent (the whole network for ``centralized``, one per cluster for
+``clustered``, ``active-only`` and ``reactive-only``) turns a plant :class:`Measurement` into
+setpoints at each control interval:
+
+1. operating point of the coming interval: the forecast averaged over the interval's plant
+   steps, written into the model net; every controllable device zeroed, so that its value is a
+   pure decision (``GridModel.zero_injections``);
+2. the sub-network's boundary values from the measurement (upstream voltage, downstream P/Q,
+   :mod:`clustersim.agents.network`), devices of other controllers and of other kinds held at the
+   setpoints in force;
+3. bounds of this step (PV capability at the highest forecast P, the energy the SOC leaves for
+   the interval, the switching operations left today), optional adaptive correction (S2 §3.2):
+   the measured-minus-modelled voltage at the last plant step, times ``correction_gain``, is added
+   to every candidate's predicted voltages;
+4. an :class:`~clustersim.agents.optimizer.Optimizer` stepped to the end (or, in issue 5, stepped
+   by the agent between messages) and its compromise decoded into setpoints.
+
+The split into :meth:`Controller.prepare` (problem and optimizer) and :meth:`Controller.finish`
+(decision) is what lets the agent of issue 5 drive the same code between messages.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from clustersim.agents.network import ClusterNetwork, model_net, radial_tree
+from clustersim.agents.optimizer import Optimizer, OptResult
+from clustersim.agents.problem import (
+    ACTIVE_KINDS,
+    REACTIVE_KINDS,
+    CostSettings,
+    Lever,
+    VoltVarProblem,
+    apply_levers,
+    levers,
+)
+from clustersim.sim.plant import Measurement, Plant
+from clustersim.sim.powerflow import BatchedPowerFlow, Injections
+from clustersim.sim.resources import (
+    DG,
+    ESS,
+    PV,
+    SVC,
+    CapacitorBank,
+    ExchangeStation,
+    ResourceSet,
+)
+
+__all__ = ["ControlSettings", "Controller", "Decision", "GridModel", "allowed_kinds"]
+
+ALL_KINDS = ACTIVE_KINDS | REACTIVE_KINDS
+
+
+def allowed_kinds(mode: str) -> frozenset[str]:
+    """Device kinds a control mode may move."""
+    if mode == "active-only":
+        return ACTIVE_KINDS
+    if mode == "reactive-only":
+        return REACTIVE_KINDS
+    return ALL_KINDS
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """What a controller needs from the scenario's ``[control]`` and ``[run]`` tables."""
+
+    interval_s: int = 900
+    optimizer: str = "nsga2"
+    pop_size: int = 40
+    generations: int = 40
+    patience: int = 8
+    compromise: str = "fuzzy"
+    weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    voltage_objective: Literal["max", "sumsq"] = "max"
+    correction_gain: float = 0.0
+    warm_start: bool = True
+    vm_min_pu: float = 0.95
+    vm_max_pu: float = 1.05
+    costs: CostSettings = field(default_factory=CostSettings)
+
+
+class GridModel:
+    """The controllers' model: a copy of the plant's net, its forecast and a batched power flow.
+
+    Built from a :class:`Plant` (which is not stepped by it) so that an agent process can build
+    the same model from the scenario alone.
+    """
+
+    def __init__(self, plant: Plant) -> None:
+        self.net = model_net(plant.net)
+        self.resources: ResourceSet = plant.resources
+        self.where = dict(plant.where)
+        self.plant_step_s = plant.plant_step_s
+        self.n_steps = plant.n_steps
+        self.frames = plant.profile_frames("forecast")
+        fc = plant.profiles.forecast
+        price = (
+            fc["price_per_mwh"].to_numpy(dtype=float)[: plant.n_steps]
+            if "price_per_mwh" in fc.columns
+            else np.zeros(plant.n_steps)
+        )
+        self.price_per_mwh = price
+        self.tree = radial_tree(self.net)
+        self.full_pf = BatchedPowerFlow(self.net)
+        self._controlled_sgen = [
+            row
+            for d in self.resources.devices
+            if isinstance(d, PV | SVC | DG)
+            for table, row in [self.where[d.name]]
+        ]
+        self._storage_rows = [
+            self.where[d.name if isinstance(d, ESS) else f"{d.name}:battery"][1]
+            for d in self.resources.devices
+            if isinstance(d, ESS | ExchangeStation)
+        ]
+        self._cap_rows = [
+            self.where[d.name][1] for d in self.resources.devices if isinstance(d, CapacitorBank)
+        ]
+        self._sgen_p_col = {
+            (table, var): (rows, values) for table, var, rows, values in self.frames
+        }
+        self._compile_injections()
+
+    def price_ref(self, k0: int) -> float:
+        """Value of stored energy: the mean forecast price of the day of plant step ``k0``."""
+        per_day = max(1, round(86400 / self.plant_step_s))
+        d0 = (k0 // per_day) * per_day
+        return float(np.mean(self.price_per_mwh[d0 : d0 + per_day]))
+
+    def forecast_max_p_mw(self, sgen_row: int, k0: int, k1: int) -> float:
+        """Highest forecast active power of an sgen over plant steps [k0, k1)."""
+        rows, values = self._sgen_p_col.get(("sgen", "p_mw"), ([], np.zeros((0, 0))))
+        if sgen_row not in rows:
+            return float(self.net.sgen.at[sgen_row, "p_mw"])
+        return float(np.max(values[k0:k1, rows.index(sgen_row)]))
+
+    def _compile_injections(self) -> None:
+        """Split the full net's injections into a static part (every profile-driven element and
+        every controllable device at zero) and one bus-aggregation per profile frame."""
+        net = self.net
+        for table, var, rows, _ in self.frames:
+            net[table].loc[rows, var] = 0.0
+        if self._controlled_sgen:
+            net.sgen.loc[self._controlled_sgen, "q_mvar"] = 0.0
+            dg = [r for r in self._controlled_sgen if net.sgen.at[r, "type"] == "DG"]
+            if dg:
+                net.sgen.loc[dg, "p_mw"] = 0.0
+        if self._storage_rows:
+            net.storage.loc[self._storage_rows, "p_mw"] = 0.0
+        if self._cap_rows:
+            net.shunt.loc[self._cap_rows, "step"] = 0
+        self._static = self.full_pf.base_injections(net)
+        self._frame_maps = []
+        bus_index = self.full_pf.bus_index
+        for table, var, rows, _ in self.frames:
+            df = net[table].loc[rows]
+            cols = bus_index.get_indexer(df.bus.to_numpy())
+            on = df.in_service.to_numpy(bool)
+            scale = (
+                df.scaling.fillna(1.0).to_numpy(float)
+                if "scaling" in df.columns
+                else np.ones(len(df))
+            )
+            sign = -1.0 if table in ("load", "storage") else 1.0
+            self._frame_maps.append((var, cols, sign * scale * on))
+
+    def zero_injections(self, k0: int, k1: int) -> Injections:
+        """Full-net operating point: forecast averaged over plant steps [k0, k1), every
+        controllable device at zero (taps as in the model net; levers overwrite them)."""
+        out = self._static.copy()
+        for (var, cols, weight), (_, _, _, values) in zip(
+            self._frame_maps, self.frames, strict=True
+        ):
+            mean = values[k0:k1].mean(axis=0) * weight
+            target = out.p_mw if var == "p_mw" else out.q_mvar
+            np.add.at(target[0], cols, mean)
+        return out
+
+
+@dataclass
+class Decision:
+    """A controller's decision at one control step."""
+
+    controller: str
+    interval: int
+    setpoints: dict[str, dict[str, float]]
+    result: OptResult
+    solve_time_s: float
+    n_var: int
+    levers: list[str]
+    vm_pred_pu: np.ndarray
+    """predicted voltages of the controller's buses at the chosen decision"""
+
+
+@dataclass
+class _Prepared:
+    problem: VoltVarProblem
+    optimizer: Optimizer
+    interval: int
+    t0: float
+
+
+class Controller:
+    """The decision core of one agent (see module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        grid: GridModel,
+        settings: ControlSettings,
+        *,
+        buses: Sequence[int] | None = None,
+        kinds: Iterable[str] = ALL_KINDS,
+        seed: int = 0,
+    ) -> None:
+        self.name = name
+        self.grid = grid
+        self.settings = settings
+        self.seed = int(seed)
+        self.cluster = ClusterNetwork.build(grid.net, name, buses, tree=grid.tree)
+        self.all_levers = levers(self.cluster, grid.resources, grid.where, allowed_kinds=kinds)
+        self.active = [lv for lv in self.all_levers if lv.active]
+        self.fixed = [lv for lv in self.all_levers if not lv.active]
+        self._previous: np.ndarray | None = None
+        self._devices = {d.name: d for d in grid.resources.devices}
+
+    @property
+    def steps_per_interval(self) -> int:
+        return max(1, self.settings.interval_s // self.grid.plant_step_s)
+
+    # ------------------------------------------------------------------ problem
+    def _value(self, meas: Measurement, lv: Lever) -> float:
+        sp = meas.setpoints.get(lv.device, {})
+        return float(sp.get(lv.quantity, 0.0))
+
+    def _bounds(self, meas: Measurement, k0: int, k1: int) -> tuple[np.ndarray, np.ndarray]:
+        dt_h = (k1 - k0) * self.grid.plant_step_s / 3600.0
+        day_start = (k0 * self.grid.plant_step_s) % 86400 == 0
+        xl, xu = [], []
+        for lv in self.active:
+            lo, hi = lv.lower, lv.upper
+            dev = self._devices[lv.device.split(":")[0]]
+            if isinstance(dev, PV) and lv.quantity == "q_mvar":
+                p = self.grid.forecast_max_p_mw(self.grid.where[lv.device][1], k0, k1)
+                q = math.sqrt(max(dev.s_rated_mva**2 - p**2, 0.0))
+                lo, hi = -q, q
+            elif isinstance(dev, ESS | ExchangeStation):
+                e = float(meas.storage_energy_mwh.get(lv.device, dev.initial_energy_mwh))
+                e_min, e_max = dev.soc_min * dev.e_mwh, dev.soc_max * dev.e_mwh
+                charge = max(0.0, (e_max - e) / (dev.efficiency * dt_h))
+                discharge = max(0.0, (e - e_min) * dev.efficiency / dt_h)
+                lo, hi = -min(dev.p_max_mw, discharge), min(dev.p_max_mw, charge)
+            elif lv.quantity in ("tap_pos", "step"):
+                budget = (
+                    dev.max_operations_per_day
+                    if lv.quantity == "tap_pos"
+                    else dev.max_switching_per_day
+                )
+                used = 0 if day_start else int(meas.switching_today.get(lv.device, 0))
+                left = max(0, budget - used)
+                cur = self._value(meas, lv)
+                if lv.quantity == "tap_pos":
+                    lo, hi = max(lo, cur - left), min(hi, cur + left)
+                elif left == 0:
+                    lo = hi = cur
+            xl.append(lo)
+            xu.append(hi)
+        return np.array(xl, dtype=float), np.array(xu, dtype=float)
+
+    def prepare(
+        self, interval: int, meas: Measurement, *, vm_upstream_pu: float | None = None
+    ) -> _Prepared:
+        """Build this step's problem and optimizer (``vm_upstream_pu``: a neighbour-announced
+        boundary voltage instead of the measured one)."""
+        t0 = time.perf_counter()
+        s = self.settings
+        grid = self.grid
+        spi = self.steps_per_interval
+        k0 = min(interval * spi, grid.n_steps - 1)
+        k1 = min(k0 + spi, grid.n_steps)
+        base = self.cluster.injections(
+            grid.zero_injections(k0, k1), meas, vm_slack_pu=vm_upstream_pu
+        )
+        fixed = [(lv, self._value(meas, lv)) for lv in self.fixed]
+        xl, xu = self._bounds(meas, k0, k1)
+        x_now = np.array([self._value(meas, lv) for lv in self.active])
+        bias = None
+        if s.correction_gain > 0:
+            bias = self._bias(meas, vm_upstream_pu) * s.correction_gain
+        devs = [self._devices[lv.device.split(":")[0]] for lv in self.active]
+        problem = VoltVarProblem(
+            self.cluster,
+            base,
+            self.active,
+            fixed,
+            xl=xl,
+            xu=xu,
+            x_now=x_now,
+            price_per_mwh=float(np.mean(grid.price_per_mwh[k0:k1])),
+            price_ref_per_mwh=grid.price_ref(k0),
+            dt_h=(k1 - k0) * grid.plant_step_s / 3600.0,
+            storage_eff=np.array([getattr(d, "efficiency", math.nan) for d in devs], dtype=float),
+            dg_cost_per_mwh=np.array(
+                [d.cost_per_mwh if isinstance(d, DG) else 0.0 for d in devs], dtype=float
+            ),
+            vm_min_pu=s.vm_min_pu,
+            vm_max_pu=s.vm_max_pu,
+            voltage_objective=s.voltage_objective,
+            costs=s.costs,
+            vm_bias_pu=bias,
+            penalty=s.optimizer == "moead",
+        )
+        initial = [x_now]
+        if s.warm_start and self._previous is not None:
+            initial.append(self._previous)
+        seed = int(np.random.SeedSequence([self.seed, interval]).generate_state(1)[0])
+        opt = Optimizer(
+            problem,
+            algorithm=s.optimizer,
+            pop_size=s.pop_size,
+            generations=s.generations,
+            seed=seed,
+            initial=initial if s.warm_start else [],
+            patience=s.patience,
+            compromise=s.compromise,
+            weights=s.weights,
+        )
+        return _Prepared(problem=problem, optimizer=opt, interval=interval, t0=t0)
+
+    def _bias(self, meas: Measurement, vm_upstream_pu: float | None) -> np.ndarray:
+        """Measured minus modelled voltage at the measured step, per sub-network bus."""
+        k = min(max(meas.step, 0), self.grid.n_steps - 1)
+        inj = self.cluster.injections(
+            self.grid.zero_injections(k, k + 1), meas, vm_slack_pu=vm_upstream_pu
+        )
+        all_lv = self.all_levers
+        x = np.array([[self._value(meas, lv) for lv in all_lv]])
+        res = self.cluster.pf.solve(apply_levers(inj, all_lv, x))
+        measured = meas.vm_pu[self.cluster.full_cols]
+        bias = measured - res.vm_pu[0]
+        return np.where(np.isfinite(bias), bias, 0.0)
+
+    def finish(self, prep: _Prepared) -> Decision:
+        """The compromise of the prepared optimizer's current front, as setpoints."""
+        res = prep.optimizer.result()
+        problem = prep.problem
+        _, _, pf = problem.objectives(res.x[None, :])
+        problem.n_evaluations -= 1
+        vm_pred = (
+            pf.vm_pu[0, self.cluster.objective_cols] + problem.vm_bias[self.cluster.objective_cols]
+        )
+        self._previous = res.x.copy() if len(res.x) else None
+        return Decision(
+            controller=self.name,
+            interval=prep.interval,
+            setpoints=problem.decode(res.x) if len(res.x) else {},
+            result=res,
+            solve_time_s=time.perf_counter() - prep.t0,
+            n_var=problem.n_var,
+            levers=[f"{lv.device}.{lv.quantity}" for lv in self.active],
+            vm_pred_pu=vm_pred,
+        )
+
+    def decide(self, interval: int, meas: Measurement) -> Decision:
+        """Prepare, run the optimizer to its end, decide."""
+        prep = self.prepare(interval, meas)
+        prep.optimizer.run()
+        return self.finish(prep)
+
+
+def build_controllers(
+    plant: Plant,
+    mode: str,
+    settings: ControlSettings,
+    *,
+    clusters: Mapping[str, Sequence[int]] | None = None,
+    seed: int = 0,
+) -> list[Controller]:
+    """The controllers of a control mode: one central controller for ``centralized``, one per
+    cluster (``clusters``: name → bus indices) for the other optimizing modes."""
+    from clustersim.agents.network import assign_buses
+
+    grid = GridModel(plant)
+    kinds = allowed_kinds(mode)
+    seeds = [
+        int(c.generate_state(1)[0])
+        for c in np.random.SeedSequence(seed).spawn(max(1, len(clusters or {})))
+    ]
+    if mode == "centralized" or not clusters:
+        return [Controller("central", grid, settings, buses=None, kinds=kinds, seed=seeds[0])]
+    full = assign_buses(grid.net, clusters)
+    return [
+        Controller(name, grid, settings, buses=buses, kinds=kinds, seed=seeds[i])
+        for i, (name, buses) in enumerate(full.items())
+    ]
