@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clustersim.agents.local import LocalSettings
+from clustersim.broker.channel import ChannelSettings
 from clustersim.errors import ScenarioError
 
 __all__ = [
@@ -134,31 +135,15 @@ class ControlConfig(_Table):
         return self
 
 
-class LatencyConfig(_Table):
-    dist: Literal["constant", "lognormal", "normal", "uniform"] = "lognormal"
-    mean_ms: float = Field(default=50.0, ge=0)
-    sigma: float = Field(default=0.5, ge=0)
+class CommConfig(ChannelSettings):
+    """``[comm]``: the transport and broker, plus the channel model of
+    :mod:`clustersim.broker.channel` (``latency``, ``loss``, ``outages``, ``[[comm.links]]``)."""
 
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-class LossConfig(_Table):
-    model: Literal["bernoulli", "gilbert"] = "bernoulli"
-    p: float = Field(default=0.01, ge=0, le=1)
-
-
-class LinkConfig(_Table):
-    src: str = "*"
-    dst: str = "*"
-    latency: LatencyConfig | None = None
-    loss: LossConfig | None = None
-
-
-class CommConfig(_Table):
     transport: Literal["mqtt", "memory"] = "mqtt"
     broker: str = Field(default="", description="empty: embedded broker; else mqtt://host:port")
     clock: Literal["virtual", "realtime"] = "virtual"
-    latency: LatencyConfig = Field(default_factory=LatencyConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
-    links: list[LinkConfig] = Field(default_factory=list)
 
 
 class RunConfig(_Table):

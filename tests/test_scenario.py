@@ -90,3 +90,27 @@ def test_bad_override_is_named():
         load_scenario("ieee33-ev-none", overrides=["run.duration_h"])
     with pytest.raises(ScenarioError, match=r"run\.seed"):
         load_scenario("ieee33-ev-none", overrides=["run.seed=-1"])
+
+
+def test_comm_table_is_the_channel_model():
+    """``[comm]`` takes the channel model's keys (broker.channel) and builds a Channel whose
+    outcomes depend only on (seed, link, seq)."""
+    from clustersim.broker.channel import Channel
+
+    sc = load_scenario(
+        "ieee33-ev-none",
+        overrides=[
+            'comm.latency={dist="pareto", mean_ms=40, alpha=2.5}',
+            'comm.loss={model="gilbert", p=0.05}',
+            'comm.links=[{src="C1", dst="*", loss={model="bernoulli", p=1.0}}]',
+            "comm.outages=[{start_s=100, end_s=200}]",
+        ],
+    )
+    assert sc.comm.latency.dist == "pareto" and sc.comm.loss.model == "gilbert"
+    a, b = Channel(sc.comm, seed=3), Channel(sc.comm, seed=3)
+    outs = [a.deliver("C2", "plant", seq, 10.0 * seq) for seq in range(40)]
+    assert outs == [b.deliver("C2", "plant", seq, 10.0 * seq) for seq in range(40)]
+    assert all(d.lost for d in outs[10:20])  # the outage window [100, 200) s
+    assert a.deliver("C1", "plant", 1, 0.0).lost  # the link rule: C1 loses everything
+    with pytest.raises(ScenarioError, match=r"comm\.latency\.dist"):
+        load_scenario("ieee33-ev-none", overrides=['comm.latency.dist="cauchy"'])
