@@ -104,6 +104,8 @@ class OptResult:
     """objectives of the final front (rank 1, or least violating), rows = solutions"""
     front_cv: np.ndarray
     population_f: np.ndarray
+    """objectives of the whole final population (or of every grid point)"""
+    population_cv: np.ndarray
     evaluations: int
     generations: int
     feasible: bool
@@ -298,6 +300,7 @@ class Optimizer:
                 front_f=F,
                 front_cv=np.array([cv]),
                 population_f=F,
+                population_cv=np.array([cv]),
                 evaluations=prob.n_evaluations,
                 generations=0,
                 feasible=cv <= 0,
@@ -325,6 +328,7 @@ class Optimizer:
             front_f=F[front],
             front_cv=cv[front],
             population_f=F,
+            population_cv=cv,
             evaluations=prob.n_evaluations,
             generations=self._gen,
             feasible=bool(feas.any()),

@@ -34,8 +34,11 @@ class ControlLog:
     """What the controllers decided, one row per control step and controller."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
-    fronts: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    """(interval, controller) → (front objectives, chosen objectives) for the Pareto figures"""
+    fronts: dict[tuple[int, str], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict
+    )
+    """(interval, controller) → (front objectives, chosen objectives, final population's
+    objectives, its constraint violations), for the Pareto figures"""
     rejected: list[str] = field(default_factory=list)
     controllers: list[str] = field(default_factory=list)
 
@@ -110,7 +113,7 @@ def _log_decision(log: ControlLog, d: Decision, time_s: float) -> None:
             "setpoints": json.dumps(d.setpoints, sort_keys=True),
         }
     )
-    log.fronts[(d.interval, d.controller)] = (r.front_f, r.f)
+    log.fronts[(d.interval, d.controller)] = (r.front_f, r.f, r.population_f, r.population_cv)
 
 
 def run_control(

@@ -236,23 +236,37 @@ def _pareto_figures(
         got = control.fronts.get((interval, name))
         if got is None:
             continue
-        front, chosen = got
+        front, chosen, pop_f, pop_cv = got
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         pairs = (
             (0, 1, "voltage deviation (p.u.)", "losses (MW)"),
             (0, 2, "voltage deviation (p.u.)", "cost"),
         )
+        ok = pop_f[:, 0] < 1e3  # candidates whose power flow converged
+        feas = ok & (pop_cv <= 1e-12)
         for ax, (i, j, xl, yl) in zip(axes, pairs, strict=True):
-            sc_ = ax.scatter(front[:, i], front[:, j], c=front[:, 3 - i - j], cmap="viridis", s=18)
+            ax.scatter(
+                pop_f[ok & ~feas, i],
+                pop_f[ok & ~feas, j],
+                s=8,
+                c="0.75",
+                marker="x",
+                label="infeasible",
+            )
+            ax.scatter(pop_f[feas, i], pop_f[feas, j], s=8, c="0.45", label="feasible")
+            sc_ = ax.scatter(
+                front[:, i], front[:, j], c=front[:, 3 - i - j], cmap="viridis", s=22, label="front"
+            )
             ax.scatter([chosen[i]], [chosen[j]], marker="*", s=160, c="red", label="chosen")
             ax.set_xlabel(xl)
             ax.set_ylabel(yl)
             fig.colorbar(sc_, ax=ax, label=("cost" if j == 1 else "losses (MW)"))
-            ax.legend(loc="best")
+            ax.legend(loc="best", fontsize=7)
         t_h = worst_step * sc.run.plant_step_s / 3600
         fig.suptitle(
             f"{sc.name}: {name} front at control step {interval} "
-            f"(worst voltage at {t_h:.2f} h; {len(front)} solutions)"
+            f"(worst voltage at {t_h:.2f} h; front {len(front)} of {int(ok.sum())}, "
+            f"{int(feas.sum())} feasible)"
         )
         fig.tight_layout()
         with _atomic(folder / f"pareto_{name}.png", "wb") as fh:

@@ -98,7 +98,7 @@ def test_levers_move_the_network_as_pandapower_says(preset):
         sp = prob.decode(X[i])
         for name, v in meas.setpoints.items():  # devices without an active lever: in force
             sp.setdefault(name, dict(v))
-        vm = _pp_vm_with_plant_inputs(plant, sp)
+        vm = _pp_vm_with(plant, sp)
         np.testing.assert_allclose(pred.vm_pu[i], vm, atol=1e-6)
 
 
@@ -114,10 +114,6 @@ def _zeroed(plant, grid):
     net.storage["p_mw"] = 0.0
     net.shunt.loc[grid._cap_rows, "step"] = 0
     return net
-
-
-def _pp_vm_with_plant_inputs(plant, setpoints):
-    return _pp_vm_with(plant, setpoints)
 
 
 def test_cluster_boundary_model_reproduces_the_network(plant33):
