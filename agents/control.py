@@ -112,10 +112,7 @@ class GridModel:
         self.tree = radial_tree(self.net)
         self.full_pf = BatchedPowerFlow(self.net)
         self._controlled_sgen = [
-            row
-            for d in self.resources.devices
-            if isinstance(d, PV | SVC | DG)
-            for table, row in [self.where[d.name]]
+            self.where[d.name][1] for d in self.resources.devices if isinstance(d, PV | SVC | DG)
         ]
         self._storage_rows = [
             self.where[d.name if isinstance(d, ESS) else f"{d.name}:battery"][1]
@@ -125,9 +122,10 @@ class GridModel:
         self._cap_rows = [
             self.where[d.name][1] for d in self.resources.devices if isinstance(d, CapacitorBank)
         ]
-        self._sgen_p_col = {
-            (table, var): (rows, values) for table, var, rows, values in self.frames
-        }
+        self._sgen_p: tuple[list[int], np.ndarray] = next(
+            ((rows, values) for table, var, rows, values in self.frames if table == "sgen"),
+            ([], np.zeros((self.n_steps, 0))),
+        )
         self._compile_injections()
 
     def price_ref(self, k0: int) -> float:
@@ -138,7 +136,7 @@ class GridModel:
 
     def forecast_max_p_mw(self, sgen_row: int, k0: int, k1: int) -> float:
         """Highest forecast active power of an sgen over plant steps [k0, k1)."""
-        rows, values = self._sgen_p_col.get(("sgen", "p_mw"), ([], np.zeros((0, 0))))
+        rows, values = self._sgen_p
         if sgen_row not in rows:
             return float(self.net.sgen.at[sgen_row, "p_mw"])
         return float(np.max(values[k0:k1, rows.index(sgen_row)]))
@@ -354,7 +352,8 @@ class Controller:
         res = prep.optimizer.result()
         problem = prep.problem
         _, _, pf = problem.objectives(res.x[None, :])
-        problem.n_evaluations -= 1
+        problem.n_evaluations -= 1  # bookkeeping: the prediction is not a search evaluation
+        problem.n_calls -= 1
         vm_pred = (
             pf.vm_pu[0, self.cluster.objective_cols] + problem.vm_bias[self.cluster.objective_cols]
         )

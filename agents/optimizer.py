@@ -242,7 +242,7 @@ class Optimizer:
         n_gen = alg.n_gen
         ind = first
         while True:
-            self.problem_eval(ind)
+            alg.evaluator.eval(self.problem, Population.create(ind))
             alg.tell(infills=ind)
             if alg.n_gen != n_gen or not alg.has_next():
                 break
@@ -252,9 +252,6 @@ class Optimizer:
                 break
         self._gen += 1
         self._track()
-
-    def problem_eval(self, ind: Any) -> None:
-        self._alg.evaluator.eval(self.problem, Population.create(ind))
 
     def run(self) -> OptResult:
         while self.step():

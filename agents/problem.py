@@ -102,7 +102,6 @@ def levers(
     where: Mapping[str, tuple[str, int]],
     *,
     allowed_kinds: Iterable[str],
-    devices: Iterable[str] | None = None,
 ) -> list[Lever]:
     """Every controllable quantity inside the sub-network; ``active`` for those this controller
     decides (its own devices of the allowed kinds), the rest are held at the setpoints in force.
@@ -111,7 +110,6 @@ def levers(
     any voltage of the sub-network."""
     net = cluster.subnet
     kinds = set(allowed_kinds)
-    only = set(devices) if devices is not None else None
     members = set(cluster.buses)
     out: list[Lever] = []
 
@@ -123,7 +121,7 @@ def levers(
         return cluster.col_of_bus(bus)
 
     def on(d: Any) -> bool:
-        return d.kind in kinds and (only is None or d.name in only)
+        return d.kind in kinds
 
     for d in resources.devices:
         if isinstance(d, PV):  # and Wind

@@ -83,7 +83,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     if isinstance(v, dict):
-        return ", ".join(f"{k} {x}" for k, x in v.items())
+        return ", ".join(f"{k} {_fmt(x)}" for k, x in v.items())
     return str(v)
 
 
