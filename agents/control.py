@@ -101,6 +101,7 @@ class GridModel:
         self.where = dict(plant.where)
         self.plant_step_s = plant.plant_step_s
         self.n_steps = plant.n_steps
+        self.bus_labels: tuple[str, ...] = tuple(plant.bus_labels)
         self.frames = plant.profile_frames("forecast")
         fc = plant.profiles.forecast
         price = (
@@ -197,6 +198,11 @@ class Decision:
     levers: list[str]
     vm_pred_pu: np.ndarray
     """predicted voltages of the controller's buses at the chosen decision"""
+    vm_subnet_pu: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """predicted voltage of every sub-network bus (``cluster.pf.bus_index`` order), p.u."""
+    p_in_mw: float = 0.0
+    """predicted power entering the sub-network at its slack / upstream boundary bus, MW"""
+    q_in_mvar: float = 0.0
 
 
 @dataclass
@@ -275,10 +281,19 @@ class Controller:
         return np.array(xl, dtype=float), np.array(xu, dtype=float)
 
     def prepare(
-        self, interval: int, meas: Measurement, *, vm_upstream_pu: float | None = None
+        self,
+        interval: int,
+        meas: Measurement,
+        *,
+        vm_upstream_pu: float | None = None,
+        boundary_pq: Mapping[tuple[str, int], tuple[float, float]] | None = None,
+        initial: Sequence[np.ndarray] = (),
+        generations: int | None = None,
     ) -> _Prepared:
         """Build this step's problem and optimizer (``vm_upstream_pu``: a neighbour-announced
-        boundary voltage instead of the measured one)."""
+        boundary voltage instead of the measured one; ``boundary_pq``: neighbour-announced draws
+        of downstream tie branches, keyed ``(table, row)``; ``initial``: extra decisions for the
+        first population, e.g. the previous round's)."""
         t0 = time.perf_counter()
         s = self.settings
         grid = self.grid
@@ -286,7 +301,10 @@ class Controller:
         k0 = min(interval * spi, grid.n_steps - 1)
         k1 = min(k0 + spi, grid.n_steps)
         base = self.cluster.injections(
-            grid.zero_injections(k0, k1), meas, vm_slack_pu=vm_upstream_pu
+            grid.zero_injections(k0, k1),
+            meas,
+            vm_slack_pu=vm_upstream_pu,
+            boundary_pq=boundary_pq,
         )
         fixed = [(lv, self._value(meas, lv)) for lv in self.fixed]
         xl, xu = self._bounds(meas, k0, k1)
@@ -317,17 +335,18 @@ class Controller:
             vm_bias_pu=bias,
             penalty=s.optimizer == "moead",
         )
-        initial = [x_now]
+        first = [x_now]
         if s.warm_start and self._previous is not None:
-            initial.append(self._previous)
+            first.append(self._previous)
+        first.extend(np.asarray(x, dtype=float) for x in initial)
         seed = int(np.random.SeedSequence([self.seed, interval]).generate_state(1)[0])
         opt = Optimizer(
             problem,
             algorithm=s.optimizer,
             pop_size=s.pop_size,
-            generations=s.generations,
+            generations=s.generations if generations is None else generations,
             seed=seed,
-            initial=initial if s.warm_start else [],
+            initial=first if s.warm_start else [],
             patience=s.patience,
             compromise=s.compromise,
             weights=s.weights,
@@ -359,6 +378,9 @@ class Controller:
         )
         self._previous = res.x.copy() if len(res.x) else None
         return Decision(
+            vm_subnet_pu=pf.vm_pu[0] + problem.vm_bias,
+            p_in_mw=float(pf.p_slack_mw[0]),
+            q_in_mvar=float(pf.q_slack_mvar[0]),
             controller=self.name,
             interval=prep.interval,
             setpoints=problem.decode(res.x) if len(res.x) else {},
@@ -368,6 +390,12 @@ class Controller:
             levers=[f"{lv.device}.{lv.quantity}" for lv in self.active],
             vm_pred_pu=vm_pred,
         )
+
+    def remember(self, decision: Decision) -> None:
+        """Make ``decision`` the one the next step warm-starts from (after a coordination
+        round's re-optimization was abandoned)."""
+        x = decision.result.x
+        self._previous = x.copy() if len(x) else None
 
     def decide(self, interval: int, meas: Measurement) -> Decision:
         """Prepare, run the optimizer to its end, decide."""
@@ -383,6 +411,7 @@ def build_controllers(
     *,
     clusters: Mapping[str, Sequence[int]] | None = None,
     seed: int = 0,
+    only: str | None = None,
 ) -> list[Controller]:
     """The controllers of a control mode: one central controller for ``centralized``, one per
     cluster (``clusters``: name → bus indices) for the other optimizing modes."""
@@ -400,4 +429,5 @@ def build_controllers(
     return [
         Controller(name, grid, settings, buses=buses, kinds=kinds, seed=seeds[i])
         for i, (name, buses) in enumerate(full.items())
+        if only is None or name == only
     ]

@@ -195,10 +195,13 @@ class ClusterNetwork:
         meas: Measurement | None,
         *,
         vm_slack_pu: float | None = None,
+        boundary_pq: Mapping[tuple[str, int], tuple[float, float]] | None = None,
     ) -> Injections:
         """The sub-network's operating point from the full net's injections ``full`` (one
         candidate), with the boundary values of ``meas``. ``vm_slack_pu`` overrides the slack
-        voltage (the OLTC of the root cluster, or a neighbour-announced boundary voltage)."""
+        voltage (the OLTC of the root cluster, or a neighbour-announced boundary voltage);
+        ``boundary_pq`` overrides the measured draw of downstream boundary branches, keyed by
+        ``(table, row)`` (the P/Q a child cluster announced, MW and Mvar)."""
         cols = self.full_cols
         p = full.p_mw[:, cols].copy()
         q = full.q_mvar[:, cols].copy()
@@ -211,9 +214,14 @@ class ClusterNetwork:
             p[:, c] = q[:, c] = sp[:, c] = sq[:, c] = 0.0
             if meas is not None and np.isfinite(meas.vm_pu[self._full_col(self.upstream_bus)]):
                 vm[:] = meas.vm_pu[self._full_col(self.upstream_bus)]
-        if meas is not None:
+        if meas is not None or boundary_pq:
             for b in self.downstream:
-                dp, dq = boundary_flow(meas, b)
+                if boundary_pq and (b.table, b.row) in boundary_pq:
+                    dp, dq = boundary_pq[(b.table, b.row)]
+                elif meas is not None:
+                    dp, dq = boundary_flow(meas, b)
+                else:
+                    continue
                 c = int(self.pf.bus_index.get_loc(b.bus))
                 p[:, c] -= dp
                 q[:, c] -= dq

@@ -157,6 +157,62 @@ class MeasBody(_Model):
         return _check_setpoints(v)
 
 
+class MessageRecord(_Model):
+    """One received message as its receiver judged it (a row of ``messages.parquet``).
+
+    ``t_deliver_s`` is the channel model's delivery time (None when lost), ``late`` that it
+    arrived after the receiver's deadline, ``rejected`` that the receiver's guard refused it.
+    """
+
+    kind: Kind
+    src: Name
+    dst: Name
+    step: Counter_ = 0
+    round: Counter_ = 0
+    seq: Counter_ = 0
+    bytes: Counter_ = 0
+    t_send_s: NonNegFloat = 0.0
+    t_deliver_s: NonNegFloat | None = None
+    lost: bool = False
+    late: bool = False
+    rejected: bool = False
+
+
+class DecisionInfo(_Model):
+    """Bookkeeping an agent attaches to its setpoint: how the decision was reached.
+
+    It rides with the setpoint for the simulator's records (control.parquet, messages.parquet,
+    summary); the plant never acts on it. ``age_of_information_s`` is the send time of the
+    setpoint minus the time the measurement it used was taken (None without any measurement);
+    ``messages`` are the agent's receipt records of this interval (measurement, boundary rounds);
+    ``sent`` the messages it sent in this interval (boundary messages and this setpoint);
+    ``boundary_pred_vm_pu`` the voltages it predicts at the boundary buses of its child clusters,
+    ``boundary_used_vm_pu`` the upstream boundary voltage its decision assumed.
+    """
+
+    n_var: Counter_ = 0
+    evaluations: Counter_ = 0
+    generations: Counter_ = 0
+    solves: Counter_ = 0
+    solve_time_s: NonNegFloat = 0.0
+    compute_s: NonNegFloat = 0.0
+    f_voltage_pu: FiniteFloat | None = None
+    f_loss_mw: FiniteFloat | None = None
+    f_cost: FiniteFloat | None = None
+    cv: NonNegFloat | None = None
+    vm_pred_min_pu: NonNegFloat | None = None
+    vm_pred_max_pu: NonNegFloat | None = None
+    meas_step: Counter_ | None = None
+    age_of_information_s: NonNegFloat | None = None
+    rounds_attempted: Counter_ = 0
+    rounds_completed: Counter_ = 0
+    boundary_pred_vm_pu: dict[Label, NonNegFloat] = Field(default_factory=dict)
+    boundary_used_vm_pu: dict[Label, NonNegFloat] = Field(default_factory=dict)
+    sent: Counter_ = 0
+    rejected: dict[Label, Counter_] = Field(default_factory=dict)
+    messages: list[MessageRecord] = Field(default_factory=list, max_length=10_000)
+
+
 class SetpointBody(_Model):
     """Agent → plant: ``setpoints`` maps a device to ``{quantity: value}``.
 
@@ -167,6 +223,7 @@ class SetpointBody(_Model):
     """
 
     setpoints: dict[Label, dict[Quantity, FiniteFloat]] = Field(default_factory=dict)
+    info: DecisionInfo | None = None
 
     @field_validator("setpoints")
     @classmethod

@@ -26,6 +26,22 @@ from clustersim.sim.plant import Plant
 
 __all__ = ["ControlLog", "run_control"]
 
+EXTRA_COLUMNS = (
+    "solves",
+    "compute_s",
+    "t_sent_s",
+    "applied_step",
+    "lost",
+    "late",
+    "age_of_information_s",
+    "rounds_attempted",
+    "rounds_completed",
+    "boundary_pred_vm_pu",
+    "boundary_used_vm_pu",
+    "messages_sent",
+)
+"""columns of control.parquet in a run over a transport (clustersim.cosim)"""
+
 OPTIMIZING_MODES = ("centralized", "clustered", "active-only", "reactive-only")
 
 
@@ -60,7 +76,8 @@ class ControlLog:
             "vm_pred_max_pu",
             "setpoints",
         ]
-        return pd.DataFrame(self.rows, columns=cols)
+        extra = [c for c in EXTRA_COLUMNS if self.rows and c in self.rows[0]]
+        return pd.DataFrame(self.rows, columns=cols + extra)
 
     def totals(self) -> dict[str, Any]:
         if not self.rows:

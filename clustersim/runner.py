@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import tomli_w
 
 from clustersim.errors import PartitionError, ScenarioError
@@ -29,6 +30,22 @@ from clustersim.sim import cases, kpi, profiles, resources
 from clustersim.sim.plant import Plant, PlantRecord
 
 __all__ = ["RunResult", "build_plant", "default_out_dir", "run_scenario", "write_results"]
+
+MESSAGE_COLUMNS = [
+    "kind",
+    "src",
+    "dst",
+    "step",
+    "round",
+    "seq",
+    "bytes",
+    "t_send_s",
+    "t_deliver_s",
+    "lost",
+    "late",
+    "rejected",
+]
+"""columns of messages.parquet: one row per protocol message, as its receiver judged it"""
 
 IMPLEMENTED_MODES = ("none", "local", "centralized", "clustered", "active-only", "reactive-only")
 CLUSTER_MODES = ("clustered", "active-only", "reactive-only")
@@ -195,6 +212,7 @@ def write_results(
     summary: dict[str, Any],
     record: PlantRecord,
     control: Any = None,
+    cosim: Any = None,
 ) -> None:
     """Write the results folder (each file atomically)."""
     import matplotlib
@@ -212,6 +230,16 @@ def write_results(
     with _atomic(out_dir / "timeseries.parquet", "wb") as fh:
         frame.to_parquet(fh, index=False)
     _voltage_heatmap(out_dir / "figures" / "voltage_heatmap.png", record, summary, scenario)
+    if cosim is not None:
+        messages = pd.DataFrame(cosim.message_rows, columns=MESSAGE_COLUMNS)
+        for name, frame in (
+            ("messages", messages),
+            ("steps", cosim.steps),
+            ("agent_steps", cosim.agent_steps),
+        ):
+            if frame is not None:
+                with _atomic(out_dir / f"{name}.parquet", "wb") as fh:
+                    frame.to_parquet(fh, index=False)
     if control is not None and control.rows:
         with _atomic(out_dir / "control.parquet", "wb") as fh:
             control.frame().to_parquet(fh, index=False)
@@ -355,29 +383,40 @@ def run_scenario(
     clusters = None
     mode = scenario.control.mode
     if mode in CLUSTER_MODES:
-        if not part.constraints["connected"]:
-            raise ScenarioError(
-                f"partition {part.method!r} gives a disconnected cluster; mode {mode!r} needs "
-                "connected clusters (choose another [partition] method)",
-                key="partition.method",
-            )
-        clusters = {
-            f"C{c + 1}": [pctx.buses[i] for i in nodes] for c, nodes in enumerate(part.clusters())
-        }
+        clusters = _clusters_of(part, pctx, mode)
     if on_start is not None:
         on_start(plant.n_steps)
-    from clustersim.control_loop import run_control
+    from clustersim.control_loop import OPTIMIZING_MODES, ControlLog, run_control
 
     t_ctl = time.perf_counter()
-    control = run_control(
-        plant,
-        mode,
-        control_settings(scenario),
-        clusters=clusters,
-        seed=child_seeds(scenario.run.seed)[2],
-        local_settings=scenario.control.local,
-        progress=progress,
-    )
+    cosim = None
+    if mode in OPTIMIZING_MODES:
+        from clustersim.cosim import run_cosim
+
+        cosim = run_cosim(
+            scenario,
+            plant,
+            control_settings(scenario),
+            clusters=clusters,
+            seed=child_seeds(scenario.run.seed)[2],
+            progress=progress,
+        )
+        control = ControlLog(
+            rows=cosim.control_rows,
+            fronts=cosim.fronts,
+            rejected=cosim.rejected,
+            controllers=cosim.controllers,
+        )
+    else:
+        control = run_control(
+            plant,
+            mode,
+            control_settings(scenario),
+            clusters=clusters,
+            seed=child_seeds(scenario.run.seed)[2],
+            local_settings=scenario.control.local,
+            progress=progress,
+        )
     loop_s = time.perf_counter() - t_ctl
     record = plant.record
     summary: dict[str, Any] = {
@@ -397,9 +436,30 @@ def run_scenario(
     )
     summary.update(control.totals())
     summary["setpoints_rejected"] = len(control.rejected)
+    if cosim is not None:
+        summary.update(cosim.summary)
     summary["run_loop_wall_time_s"] = round(loop_s, 3)
     summary["powerflow_failure_steps"] = list(plant.powerflow_failures)
     summary["wall_time_s"] = round(time.perf_counter() - t0, 3)
     summary["wall_clock_keys"] = [*WALL_CLOCK_KEYS]
-    write_results(out_dir, scenario, summary, record, control)
+    write_results(out_dir, scenario, summary, record, control, cosim)
     return RunResult(summary=summary, out_dir=out_dir)
+
+
+def _clusters_of(part: Any, pctx: Any, mode: str) -> dict[str, list[int]]:
+    if not part.constraints["connected"]:
+        raise ScenarioError(
+            f"partition {part.method!r} gives a disconnected cluster; mode {mode!r} needs "
+            "connected clusters (choose another [partition] method)",
+            key="partition.method",
+        )
+    return {f"C{c + 1}": [pctx.buses[i] for i in nodes] for c, nodes in enumerate(part.clusters())}
+
+
+def scenario_clusters(scenario: Scenario) -> dict[str, list[int]]:
+    """The clusters (name → bus indices) the scenario's partition gives its agents."""
+    try:
+        part, pctx = scenario_partition(scenario)
+    except PartitionError as exc:
+        raise ScenarioError(str(exc), key="partition") from None
+    return _clusters_of(part, pctx, scenario.control.mode)

@@ -121,8 +121,25 @@ class ControlConfig(_Table):
     tap_operation_cost: float = Field(default=1.0, ge=0, description="currency per tap step")
     capacitor_switching_cost: float = Field(default=0.5, ge=0, description="currency per switch")
     storage_cost_per_mwh: float = Field(default=5.0, ge=0, description="storage wear")
-    coordination_rounds: int = Field(default=2, ge=0)
-    deadline_s: float = Field(default=60.0, gt=0)
+    coordination_rounds: int = Field(
+        default=2, ge=0, description="boundary exchanges with neighbouring clusters per interval"
+    )
+    round_generations: int = Field(
+        default=5,
+        ge=1,
+        description="generations of a re-optimization in a coordination round (warm-started)",
+    )
+    deadline_s: float = Field(
+        default=60.0, gt=0, description="simulated time after the interval start for rounds"
+    )
+    compute_time: Literal["fixed", "per-evaluation", "measured"] = Field(
+        default="per-evaluation",
+        description="simulated duration of a solve; measured = wall time (not reproducible)",
+    )
+    compute_fixed_s: float = Field(default=1.0, ge=0, description="compute_time = fixed")
+    compute_per_evaluation_s: float = Field(
+        default=0.001, ge=0, description="compute_time = per-evaluation: seconds per candidate"
+    )
     local: LocalSettings = Field(
         default_factory=LocalSettings,
         description="mode local (and the fallback): Volt-VAR curve, tap control with LDC",
@@ -144,13 +161,29 @@ class CommConfig(ChannelSettings):
     transport: Literal["mqtt", "memory"] = "mqtt"
     broker: str = Field(default="", description="empty: embedded broker; else mqtt://host:port")
     clock: Literal["virtual", "realtime"] = "virtual"
+    run_id: str = Field(
+        default="",
+        pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?$",
+        description="topic namespace of the run; empty: <scenario name>-s<seed>",
+    )
+    watchdog_s: float = Field(
+        default=30.0, gt=0, description="wall seconds before a silent peer is a fault"
+    )
+    startup_timeout_s: float = Field(
+        default=120.0, gt=0, description="wall seconds the plant waits for agents to come online"
+    )
+    agent_timeout_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="simulated seconds without an applied setpoint before local fallback",
+    )
 
 
 class RunConfig(_Table):
     duration_h: float = Field(default=24.0, gt=0, le=24 * 366)
     plant_step_s: int = Field(default=60, gt=0, le=3600)
     seed: int = Field(default=1, ge=0)
-    agents: Literal["tasks", "processes"] = "tasks"
+    agents: Literal["tasks", "processes", "external"] = "tasks"
     vm_min_pu: float = Field(default=0.95, gt=0)
     vm_max_pu: float = Field(default=1.05, gt=0)
 

@@ -480,6 +480,11 @@ class Plant:
         Raises MessageError when the device is unknown, the quantity is not one it accepts, or
         the value is outside the device's physical range (the caller counts and drops it).
         """
+        self.check_setpoint(device, **values)
+        self._pending.setdefault(device, {}).update({k: float(v) for k, v in values.items()})
+
+    def check_setpoint(self, device: str, **values: float) -> None:
+        """Raise MessageError when :meth:`set_setpoint` would refuse this setpoint; no effect."""
         accepted = self._setpoints.get(device)
         if accepted is None:
             raise MessageError(f"setpoint for unknown or non-controllable device {device!r}")
@@ -495,7 +500,6 @@ class Plant:
                 raise MessageError(f"device {device!r}: {qty} = {v} outside [{lo}, {hi}]")
             if qty in ("step", "tap_pos") and v != round(v):
                 raise MessageError(f"device {device!r}: {qty} must be an integer, got {v}")
-        self._pending.setdefault(device, {}).update({k: float(v) for k, v in values.items()})
 
     def _apply_setpoints(
         self, setpoints: Mapping[str, Mapping[str, float]], cols: _Columns

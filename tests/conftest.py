@@ -15,3 +15,45 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+# ---------------------------------------------------------------- MQTT brokers
+# Tests never use a broker already running on this machine: each fixture starts its own on a
+# free loopback port. CLUSTERSIM_TEST_BROKER=embedded makes `mqtt_broker` use amqtt even when
+# mosquitto is installed.
+
+
+@pytest.fixture(scope="session")
+def embedded_broker():
+    """An amqtt broker (child process) on a free loopback port, shared by the session."""
+    from clustersim.broker.embedded import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        yield broker
+
+
+@pytest.fixture
+def mosquitto_broker(tmp_path):
+    """A private mosquitto on a free loopback port (skips when the binary is absent)."""
+    from clustersim.broker.mosquitto import MosquittoBroker, mosquitto_path
+
+    if mosquitto_path() is None:
+        pytest.skip("mosquitto is not installed")
+    with MosquittoBroker(workdir=tmp_path / "mosquitto") as broker:
+        yield broker
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path):
+    """A started broker with ``.url``: mosquitto when installed, else the embedded amqtt."""
+    import os
+
+    from clustersim.broker.embedded import EmbeddedBroker
+    from clustersim.broker.mosquitto import MosquittoBroker, mosquitto_path
+
+    if mosquitto_path() is not None and os.environ.get("CLUSTERSIM_TEST_BROKER") != "embedded":
+        with MosquittoBroker(workdir=tmp_path / "mosquitto") as broker:
+            yield broker
+    else:
+        with EmbeddedBroker() as broker:
+            yield broker

@@ -1,0 +1,519 @@
+"""Cluster and central agents: the decision core of :mod:`clustersim.agents.control` on the wire.
+
+One :class:`ClusterAgent` per cluster (or one :class:`CentralAgent`) runs this protocol per
+control interval ``n`` (DESIGN.md, "Time"), in simulated seconds, with every message really
+crossing the transport and the channel model (:class:`~clustersim.broker.channel.Channel`)
+deciding at the receiver whether it was lost and when it arrived:
+
+1. wait for the plant's measurement of interval ``n`` (sent at ``t0 = n * interval_s``). If the
+   channel lost it, or it arrives after the deadline ``t0 + deadline_s``, the agent decides at
+   ``t0`` on the last measurement it has (its age of information grows);
+2. solve its volt/var problem (issue 4's NSGA-II); the compute time model adds the solve's
+   simulated duration (``fixed``: a constant per solve; ``per-evaluation``: a cost per candidate
+   evaluated; ``measured``: the solve's wall time — the one non-deterministic option);
+3. coordination rounds ``r = 1..R`` with the neighbouring clusters over the tie branches of the
+   operating tree: the parent sends the voltage it predicts at the boundary bus, the child the
+   P/Q it predicts flowing into its cluster through the tie; each waits for the other's round-r
+   message, and if at least one arrived before the deadline it re-optimizes with the announced
+   values (warm-started from its last decision). A re-optimization that would end after the
+   deadline is abandoned at the deadline, the previous decision stands;
+4. send the setpoint (always, "no change" included) with a :class:`DecisionInfo` (objectives,
+   evaluations, compute time, age of information, rounds, its receipt records) that the
+   simulator's records are made from; the plant acts only on the setpoints.
+
+Every protocol message is always sent, so a receiver never guesses whether one is still coming;
+the wall-clock watchdog only turns a peer that went silent into a recorded fault.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandapower as pp
+
+from clustersim.agents.control import Controller, Decision
+from clustersim.agents.network import assign_buses, radial_tree
+from clustersim.broker.channel import Channel
+from clustersim.broker.envelope import BROADCAST, MeasBody, MessageRecord
+from clustersim.broker.node import Node
+from clustersim.broker.transport import Transport
+from clustersim.sim.plant import Measurement
+
+__all__ = [
+    "AgentNode",
+    "CentralAgent",
+    "ClusterAgent",
+    "ComputeModel",
+    "Tie",
+    "find_ties",
+    "meas_body",
+    "measurement_from_body",
+]
+
+PLANT = "plant"
+
+
+@dataclass(frozen=True)
+class ComputeModel:
+    """Simulated duration of one solve (seconds)."""
+
+    kind: Literal["fixed", "per-evaluation", "measured"] = "per-evaluation"
+    fixed_s: float = 1.0
+    per_evaluation_s: float = 0.001
+
+    def seconds(self, evaluations: int, wall_s: float) -> float:
+        if self.kind == "fixed":
+            return self.fixed_s
+        if self.kind == "per-evaluation":
+            return self.per_evaluation_s * evaluations
+        return wall_s
+
+
+@dataclass(frozen=True)
+class Tie:
+    """A branch of the operating tree between two clusters: ``parent`` holds ``bus``, the end
+    nearer the slack; the branch ``(table, row)`` belongs to the child's sub-network."""
+
+    parent: str
+    child: str
+    table: str
+    row: int
+    bus: int
+    bus_label: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.table}:{self.row}"
+
+
+def find_ties(net: pp.pandapowerNet, clusters: Mapping[str, Sequence[int]]) -> list[Tie]:
+    """The ties between clusters (``clusters``: name → bus indices, as for the controllers)."""
+    full = assign_buses(net, clusters)
+    owner = {b: name for name, buses in full.items() for b in buses}
+    tree = radial_tree(net)
+    ties = []
+    for child_bus, parent_bus in sorted(tree.parent.items()):
+        a, b = owner.get(parent_bus), owner.get(child_bus)
+        if a is None or b is None or a == b:
+            continue
+        table, row = tree.edge[child_bus]
+        ties.append(Tie(a, b, table, int(row), int(parent_bus), _label(net, parent_bus)))
+    return ties
+
+
+def _label(net: pp.pandapowerNet, bus: int) -> str:
+    """A bus's label: its ``name`` (the paper's number), as :class:`Plant` reports it."""
+    return str(net.bus.at[bus, "name"])
+
+
+# ------------------------------------------------------------------ measurements on the wire
+def _branch_key(table: str, row: int, side: str) -> str:
+    return f"{table}:{row}:{side}"
+
+
+def meas_body(
+    meas: Measurement,
+    controller_buses: Sequence[int] | None,
+    net: pp.pandapowerNet,
+    boundaries: Sequence[tuple[str, int, str]] = (),
+) -> dict[str, Any]:
+    """The measurement message for one agent: voltages of its sub-network's buses (all buses for
+    ``None``), the flows entering its downstream boundary branches, and the state of every
+    device (setpoints in force, stored energy, switching used today)."""
+    if controller_buses is None:
+        cols = np.arange(len(meas.bus_labels))
+    else:
+        cols = net.bus.index.get_indexer(list(controller_buses))
+    vm = {meas.bus_labels[c]: float(meas.vm_pu[c]) for c in cols if np.isfinite(meas.vm_pu[c])}
+    p: dict[str, float] = {}
+    q: dict[str, float] = {}
+    for table, row, side in boundaries:
+        arrays = {
+            ("line", "from"): (meas.line_p_from_mw, meas.line_q_from_mvar),
+            ("line", "to"): (meas.line_p_to_mw, meas.line_q_to_mvar),
+            ("trafo", "hv"): (meas.trafo_p_hv_mw, meas.trafo_q_hv_mvar),
+            ("trafo", "lv"): (meas.trafo_p_lv_mw, meas.trafo_q_lv_mvar),
+        }[(table, side)]
+        pos = (net.line if table == "line" else net.trafo).index.get_loc(row)
+        pv, qv = float(arrays[0][pos]), float(arrays[1][pos])
+        if math.isfinite(pv) and math.isfinite(qv):
+            key = _branch_key(table, row, side)
+            p[key], q[key] = pv, qv
+    return {
+        "step": int(meas.step) if meas.step >= 0 else 0,
+        "vm_pu": vm,
+        "p_mw": p,
+        "q_mvar": q,
+        "storage_energy_mwh": {k: max(0.0, float(v)) for k, v in meas.storage_energy_mwh.items()},
+        "setpoints": {k: dict(v) for k, v in meas.setpoints.items() if v},
+        "switching_today": {k: int(v) for k, v in meas.switching_today.items()},
+    }
+
+
+def measurement_from_body(
+    body: MeasBody, net: pp.pandapowerNet, labels: Sequence[str], plant_step_s: float
+) -> Measurement:
+    """The :class:`Measurement` an agent rebuilds from a measurement message: NaN where the
+    message says nothing (buses and branches outside its sub-network)."""
+    pos = {lab: i for i, lab in enumerate(labels)}
+    vm = np.full(len(labels), np.nan)
+    for lab, v in body.vm_pu.items():
+        if lab in pos:
+            vm[pos[lab]] = v
+    nl, nt = len(net.line), len(net.trafo)
+    arr = {
+        k: np.full(nl if k[0] == "line" else nt, np.nan)
+        for k in [
+            ("line", "pf"),
+            ("line", "qf"),
+            ("line", "pt"),
+            ("line", "qt"),
+            ("trafo", "ph"),
+            ("trafo", "qh"),
+            ("trafo", "pl"),
+            ("trafo", "ql"),
+        ]
+    }
+    short = {
+        ("line", "from"): ("pf", "qf"),
+        ("line", "to"): ("pt", "qt"),
+        ("trafo", "hv"): ("ph", "qh"),
+        ("trafo", "lv"): ("pl", "ql"),
+    }
+    for key, pv in body.p_mw.items():
+        try:
+            table, row_s, side = key.split(":")
+            kp, kq = short[(table, side)]
+            idx = (net.line if table == "line" else net.trafo).index.get_loc(int(row_s))
+        except (ValueError, KeyError):
+            continue
+        arr[(table, kp)][idx] = pv
+        arr[(table, kq)][idx] = body.q_mvar.get(key, 0.0)
+    return Measurement(
+        step=int(body.step),
+        time_s=float(body.step) * plant_step_s,
+        vm_pu=vm,
+        bus_labels=tuple(labels),
+        p_slack_mw=math.nan,
+        q_slack_mvar=math.nan,
+        line_p_from_mw=arr[("line", "pf")],
+        line_q_from_mvar=arr[("line", "qf")],
+        line_p_to_mw=arr[("line", "pt")],
+        line_q_to_mvar=arr[("line", "qt")],
+        trafo_p_hv_mw=arr[("trafo", "ph")],
+        trafo_q_hv_mvar=arr[("trafo", "qh")],
+        trafo_p_lv_mw=arr[("trafo", "pl")],
+        trafo_q_lv_mvar=arr[("trafo", "ql")],
+        storage_energy_mwh=dict(body.storage_energy_mwh),
+        setpoints={k: dict(v) for k, v in body.setpoints.items()},
+        switching_today=dict(body.switching_today),
+    )
+
+
+# --------------------------------------------------------------------------------- agents
+@dataclass
+class AgentSettings:
+    """The protocol's knobs an agent needs (from ``[control]``, ``[comm]`` and ``[run]``)."""
+
+    interval_s: float = 900.0
+    deadline_s: float = 60.0
+    rounds: int = 2
+    round_generations: int = 5
+    compute: ComputeModel = field(default_factory=ComputeModel)
+    watchdog_s: float = 30.0
+    plant_step_s: float = 60.0
+
+
+@dataclass
+class AgentRecord:
+    """What one agent keeps for the results (fronts for the Pareto figures, its faults)."""
+
+    fronts: dict[tuple[int, str], Any] = field(default_factory=dict)
+    decisions: list[Decision] = field(default_factory=list)
+
+
+class AgentNode(Node):
+    """An optimizing agent on the wire (see module docstring)."""
+
+    def __init__(
+        self,
+        controller: Controller,
+        transport: Transport,
+        channel: Channel,
+        *,
+        run_id: str,
+        ties: Sequence[Tie] = (),
+        settings: AgentSettings | None = None,
+        keep_fronts: bool = True,
+    ) -> None:
+        me = controller.name
+        self.controller = controller
+        self.channel = channel
+        self.settings = settings or AgentSettings()
+        self.children = [t for t in ties if t.parent == me]
+        self.parent_tie = next((t for t in ties if t.child == me), None)
+        neighbours = sorted(
+            {t.child for t in self.children}
+            | ({self.parent_tie.parent} if self.parent_tie else set())
+        )
+        self.neighbours = neighbours
+        acl: dict[str, list[Any]] = {
+            "meas": [(PLANT, me)],
+            "clock": [(PLANT, BROADCAST)],
+            "boundary": [(nb, me) for nb in neighbours],
+            "status": ["*"],
+            "log": ["*"],
+        }
+        super().__init__(transport, run_id=run_id, me=me, acl=acl)
+        self.labels = controller.grid.bus_labels
+        self.record = AgentRecord()
+        self.keep_fronts = keep_fronts
+        self._meas: Measurement | None = None
+        self._meas_t = 0.0
+        self._dead: set[str] = set()
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> AgentRecord:
+        """Serve until the plant's clock says stop (or the plant goes silent)."""
+        await self.start()
+        try:
+            n = 0
+            while True:
+                got = await self._next_interval(n)
+                if got is None:
+                    break
+                await self.interval(n, *got)
+                n += 1
+        finally:
+            await self.close()
+        return self.record
+
+    async def _next_interval(self, n: int) -> tuple[Any, int] | None:
+        """Wait for interval ``n``'s measurement; ``None`` at the clock's stop or when the plant
+        stays silent for longer than its own watchdog could explain."""
+        s = self.settings
+        spi = max(1, round(s.interval_s / s.plant_step_s))
+        got = await self.expect_any(
+            [("meas", PLANT, n * spi, 0), ("clock", PLANT, n, 0)],
+            timeout_s=s.watchdog_s * (s.rounds + 4),
+        )
+        if got is None:
+            await self.fault("watchdog", f"no measurement from {PLANT}", n)
+            return None
+        key, value = got
+        return None if key[0] == "clock" else value
+
+    def _deliver(self, env: Any, nbytes: int, deadline_s: float) -> tuple[MessageRecord, bool]:
+        d = self.channel.deliver(env.src, self.me, env.seq, env.t_send_s)
+        late = (not d.lost) and d.t_deliver_s > deadline_s
+        rec = MessageRecord(
+            kind=env.kind,
+            src=env.src,
+            dst=self.me,
+            step=env.step,
+            round=env.round,
+            seq=env.seq,
+            bytes=nbytes,
+            t_send_s=env.t_send_s,
+            t_deliver_s=None if d.lost else d.t_deliver_s,
+            lost=d.lost,
+            late=late,
+        )
+        return rec, not d.lost and not late
+
+    def _solve(
+        self,
+        n: int,
+        meas: Measurement,
+        vm_up: float | None,
+        pq: Mapping[tuple[str, int], tuple[float, float]],
+        initial: Sequence[np.ndarray],
+    ) -> tuple[Decision, float]:
+        c = self.controller
+        t_wall = time.perf_counter()
+        prep = c.prepare(
+            n,
+            meas,
+            vm_upstream_pu=vm_up,
+            boundary_pq=dict(pq) or None,
+            initial=initial,
+            generations=self.settings.round_generations if len(initial) else None,
+        )
+        prep.optimizer.run()
+        dec = c.finish(prep)
+        wall = time.perf_counter() - t_wall
+        return dec, self.settings.compute.seconds(int(dec.result.evaluations), wall)
+
+    async def interval(self, n: int, env: Any, nbytes: int) -> None:
+        s = self.settings
+        t0 = n * s.interval_s
+        deadline = t0 + s.deadline_s
+        records: list[MessageRecord] = []
+        rec, used = self._deliver(env, nbytes, deadline)
+        records.append(rec)
+        t = t0
+        if used:
+            self._meas = measurement_from_body(
+                env.body, self.controller.grid.net, self.labels, s.plant_step_s
+            )
+            self._meas_t = float(env.t_send_s)
+            assert rec.t_deliver_s is not None
+            t = rec.t_deliver_s
+        meas = self._meas
+        sent = 0
+        info: dict[str, Any] = {}
+        setpoints: dict[str, dict[str, float]] = {}
+        if meas is not None:
+            dec, compute = self._solve(n, meas, None, {}, ())
+            decisions = [dec]
+            t += compute
+            computed = compute
+            vm_up: float | None = None
+            pq: dict[tuple[str, int], tuple[float, float]] = {}
+            attempted = completed = 0
+            for r in range(1, s.rounds + 1 if self.neighbours else 1):
+                attempted += 1
+                for tie in self.children:
+                    col = dec_col(self.controller, tie.bus)
+                    await self.send(
+                        "boundary",
+                        tie.child,
+                        step=n,
+                        round=r,
+                        t_send_s=t,
+                        body={"vm_pu": {tie.bus_label: float(dec.vm_subnet_pu[col])}},
+                    )
+                    sent += 1
+                if self.parent_tie is not None:
+                    pt = self.parent_tie
+                    await self.send(
+                        "boundary",
+                        pt.parent,
+                        step=n,
+                        round=r,
+                        t_send_s=t,
+                        body={"p_mw": {pt.label: dec.p_in_mw}, "q_mvar": {pt.label: dec.q_in_mvar}},
+                    )
+                    sent += 1
+                fresh = False
+                t_info = t
+                for nb in self.neighbours:
+                    if nb in self._dead and not self.has("boundary", nb, n, r):
+                        continue
+                    got = await self.expect("boundary", nb, n, r, timeout_s=s.watchdog_s)
+                    if got is None:
+                        self._dead.add(nb)
+                        await self.fault("watchdog", f"no boundary message from {nb}", n)
+                        continue
+                    benv, bb = got
+                    brec, ok = self._deliver(benv, bb, deadline)
+                    records.append(brec)
+                    if not ok:
+                        continue
+                    fresh = True
+                    assert brec.t_deliver_s is not None
+                    t_info = max(t_info, brec.t_deliver_s)
+                    body = benv.body
+                    if self.parent_tie is not None and nb == self.parent_tie.parent:
+                        v = body.vm_pu.get(self.parent_tie.bus_label)
+                        if v is not None:
+                            vm_up = float(v)
+                    for tie in self.children:
+                        if tie.child == nb and tie.label in body.p_mw:
+                            pq[(tie.table, tie.row)] = (
+                                float(body.p_mw[tie.label]),
+                                float(body.q_mvar.get(tie.label, 0.0)),
+                            )
+                if not fresh:
+                    continue
+                t = max(t, t_info)
+                if t >= deadline:
+                    continue
+                new, compute = self._solve(n, meas, vm_up, pq, [dec.result.x])
+                computed += compute
+                if t + compute <= deadline:
+                    dec = new
+                    decisions.append(new)
+                    t += compute
+                    completed += 1
+                else:  # abandoned at the deadline: the previous decision stands
+                    t = deadline
+                    self.controller.remember(dec)
+            setpoints = dec.setpoints
+            info = self._info(dec, decisions, computed, meas, t, attempted, completed, vm_up)
+            if self.keep_fronts:
+                r_ = dec.result
+                self.record.fronts[(n, self.me)] = (
+                    r_.front_f,
+                    r_.f,
+                    r_.population_f,
+                    r_.population_cv,
+                )
+        sent += 1
+        info["sent"] = sent
+        info["messages"] = [m.model_dump() for m in records]
+        info["rejected"] = self.rejected_counts()
+        await self.send(
+            "setpoint", PLANT, step=n, t_send_s=t, body={"setpoints": setpoints, "info": info}
+        )
+
+    def _info(
+        self,
+        dec: Decision,
+        decisions: list[Decision],
+        computed: float,
+        meas: Measurement,
+        t: float,
+        attempted: int,
+        completed: int,
+        vm_up: float | None,
+    ) -> dict[str, Any]:
+        r = dec.result
+        pred = {
+            tie.bus_label: float(dec.vm_subnet_pu[dec_col(self.controller, tie.bus)])
+            for tie in self.children
+        }
+        used: dict[str, float] = {}
+        if self.parent_tie is not None:
+            v = vm_up
+            if v is None:
+                v = float(meas.vm_pu[self.labels.index(self.parent_tie.bus_label)])
+            if math.isfinite(v):
+                used[self.parent_tie.bus_label] = v
+        fin = [float(x) for x in r.f]
+        return {
+            "n_var": int(dec.n_var),
+            "evaluations": sum(int(d.result.evaluations) for d in decisions),
+            "generations": int(r.generations),
+            "solves": len(decisions),
+            "solve_time_s": sum(float(d.solve_time_s) for d in decisions),
+            "compute_s": float(computed),
+            "f_voltage_pu": fin[0] if math.isfinite(fin[0]) else None,
+            "f_loss_mw": fin[1] if math.isfinite(fin[1]) else None,
+            "f_cost": fin[2] if math.isfinite(fin[2]) else None,
+            "cv": float(r.cv) if math.isfinite(r.cv) else None,
+            "vm_pred_min_pu": float(np.min(dec.vm_pred_pu)) if dec.vm_pred_pu.size else None,
+            "vm_pred_max_pu": float(np.max(dec.vm_pred_pu)) if dec.vm_pred_pu.size else None,
+            "meas_step": int(meas.step) if meas.step >= 0 else 0,
+            "age_of_information_s": max(0.0, t - self._meas_t),
+            "rounds_attempted": attempted if self.neighbours else 0,
+            "rounds_completed": completed,
+            "boundary_pred_vm_pu": pred,
+            "boundary_used_vm_pu": used,
+        }
+
+
+def dec_col(controller: Controller, bus: int) -> int:
+    return controller.cluster.col_of_bus(bus)
+
+
+ClusterAgent = AgentNode
+"""A cluster's agent: an :class:`AgentNode` with neighbours over tie branches."""
+CentralAgent = AgentNode
+"""The central agent: an :class:`AgentNode` whose controller sees the whole network and has no
+neighbours (``ties=()``)."""

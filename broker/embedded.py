@@ -1,0 +1,416 @@
+"""An embedded MQTT broker (the ``amqtt`` package), so a fresh machine needs nothing but pip.
+
+DESIGN.md ("Messages"): when a scenario names no broker, the run starts one on a free loopback
+port and stops it at the end. :class:`EmbeddedBroker` does that; by default the broker runs in a
+child process (``python -m clustersim.broker.embedded --host H --port P``) so that it does not
+share the GIL with a CPU-heavy simulation, or, with ``in_process=True``, in a daemon thread with
+its own event loop (handy in tests, and where spawning processes is not allowed).
+
+The broker speaks MQTT 3.1.1 only, allows anonymous clients, opens no websocket listener and
+publishes no ``$SYS`` topics; its logging is limited to warnings. It keeps no state on disk: a
+stopped broker forgets every session, subscription and queued message.
+
+:func:`serve` runs the same broker in the foreground until Ctrl-C (``clustersim broker``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from types import TracebackType
+from typing import IO, Any
+
+from clustersim.errors import BrokerError
+
+__all__ = ["EmbeddedBroker", "amqtt_config", "free_port", "serve", "wait_for_port"]
+
+log = logging.getLogger(__name__)
+
+_QUIET_LOGGERS = ("amqtt", "transitions", "passlib")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nobody listens on right now (asked from the kernel).
+
+    Another process may take it before the caller binds it; the window is small enough for
+    tests and single-machine runs.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
+    """Whether a TCP connection to ``host:port`` succeeds within ``timeout_s`` seconds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(
+    host: str, port: int, timeout_s: float, *, alive: Any = None, what: str = "broker"
+) -> None:
+    """Block until ``host:port`` accepts TCP connections; :class:`BrokerError` after ``timeout_s``.
+
+    ``alive`` is an optional callable returning a one-line reason when the server died (then
+    the wait stops at once), or ``None`` while it still runs.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay_s = 0.01
+    while True:
+        if alive is not None:
+            reason = alive()
+            if reason:
+                raise BrokerError(f"{what} on {host}:{port} did not start: {reason}")
+        if port_open(host, port):
+            return
+        if time.monotonic() > deadline:
+            raise BrokerError(
+                f"{what} on {host}:{port} did not accept connections within {timeout_s:g} s"
+            )
+        time.sleep(delay_s)
+        delay_s = min(delay_s * 1.5, 0.1)
+
+
+def amqtt_config(host: str, port: int) -> dict[str, Any]:
+    """The amqtt broker configuration: one TCP listener, every client admitted, nothing else.
+
+    Leaving out amqtt's default plugin list disables ``$SYS`` topics and the event/packet
+    loggers; without a topic-checking plugin every client may publish and subscribe anywhere.
+    Clients are admitted by :data:`OpenAuthPlugin` rather than amqtt's ``AnonymousAuthPlugin``:
+    amqtt neither queues QoS 1 messages for an offline session marked anonymous nor keeps such
+    a session, and that plugin marks every session anonymous.
+    """
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}},
+        "plugins": {f"{__name__}.OpenAuthPlugin": {}},
+    }
+
+
+_PLUGIN: Any = None
+
+
+def _open_auth_plugin() -> Any:
+    """Build the auth plugin class on first use (amqtt takes 0.2 s to import)."""
+    global _PLUGIN
+    if _PLUGIN is None:
+        from dataclasses import dataclass
+
+        from amqtt.plugins.base import BaseAuthPlugin
+
+        class OpenAuthPlugin(BaseAuthPlugin):
+            """Admit every client (with or without credentials) as a regular, named session.
+
+            So a persistent session (``clean_session=False``) gets its QoS 1 messages queued
+            while it is offline, as with mosquitto.
+            """
+
+            @dataclass
+            class Config:
+                """No options."""
+
+            async def authenticate(self, *, session: Any) -> bool:
+                session.is_anonymous = False
+                # amqtt 0.12 reuses a disconnected session that is still waiting for its
+                # cleanup when the same client id reconnects with clean_session=0, and keeps
+                # the old session's clean flag: the new persistent session would then be
+                # treated as a clean one (nothing queued while offline). A disconnected clean
+                # session can only reach this point through that path, so fix the flag.
+                state = getattr(getattr(session, "transitions", None), "state", None)
+                if session.clean_session and state == "disconnected":
+                    session.clean_session = False
+                    session.parent = 0  # no session was present, as MQTT 3.1.1 says
+                return True
+
+        OpenAuthPlugin.__module__ = __name__
+        _PLUGIN = OpenAuthPlugin
+    return _PLUGIN
+
+
+def __getattr__(name: str) -> Any:
+    # amqtt loads plugins by dotted path: ``clustersim.broker.embedded.OpenAuthPlugin``
+    if name == "OpenAuthPlugin":
+        return _open_auth_plugin()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _not_a_probe(record: logging.LogRecord) -> bool:
+    """Drop amqtt's warnings about connections that sent nothing (our own port probes)."""
+    msg = record.getMessage()
+    return not ("No data to decode" in msg or msg.startswith("No data from"))
+
+
+def _quiet_logging() -> None:
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    broker_log = logging.getLogger("amqtt.broker")
+    if _not_a_probe not in broker_log.filters:
+        broker_log.addFilter(_not_a_probe)
+
+
+async def _start_amqtt(host: str, port: int) -> Any:
+    from amqtt.broker import Broker  # imported late: amqtt is slow to import
+
+    _quiet_logging()
+    broker = Broker(amqtt_config(host, port))
+    await broker.start()
+    return broker
+
+
+async def _run_until(host: str, port: int, stop: asyncio.Event) -> None:
+    broker = await _start_amqtt(host, port)
+    try:
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(broker.shutdown(), timeout=5.0)
+
+
+class EmbeddedBroker:
+    """An amqtt broker on ``host:port`` (a free port when ``port`` is ``None``).
+
+    Use as a context manager (``with EmbeddedBroker() as b: ... b.url``) or call
+    :meth:`start` and :meth:`stop`. ``start_timeout_s`` bounds the wait for the port to accept
+    connections (seconds).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        in_process: bool = False,
+        start_timeout_s: float = 20.0,
+    ):
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self.in_process = in_process
+        self.start_timeout_s = start_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._thread_error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """``mqtt://host:port`` of the broker."""
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the broker process or thread is alive."""
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> EmbeddedBroker:
+        """Start the broker; return once its port accepts TCP connections (else BrokerError)."""
+        if self.running:
+            return self
+        if port_open(self.host, self.port):
+            raise BrokerError(f"embedded broker did not start: {self.host}:{self.port} is in use")
+        if self.in_process:
+            self._start_thread()
+            alive = self._thread_died
+        else:
+            self._start_process()
+            alive = self._process_died
+        try:
+            wait_for_port(
+                self.host, self.port, self.start_timeout_s, alive=alive, what="embedded broker"
+            )
+        except BrokerError:
+            self.stop()
+            raise
+        log.debug("embedded broker listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop the broker (idempotent); every session and queued message is forgotten."""
+        if self._proc is not None:
+            proc, self._proc = self._proc, None
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5.0)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5.0)
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        if self._thread is not None:
+            thread, self._thread = self._thread, None
+            loop, stop = self._loop, self._stop_event
+            if loop is not None and stop is not None and not loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(stop.set)
+            thread.join(timeout=10.0)
+            self._loop = self._stop_event = None
+
+    def kill(self) -> None:
+        """SIGKILL the broker process (a crash: every session and queued message is lost).
+
+        An in-process broker is stopped instead.
+        """
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=5.0)
+        self.stop()
+
+    def restart(self) -> EmbeddedBroker:
+        """Stop the broker if it runs and start a fresh one on the same port."""
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        mode = "thread" if self.in_process else "process"
+        return f"EmbeddedBroker({self.url}, {mode}, running={self.running})"
+
+    # ------------------------------------------------------------ child process
+
+    def _start_process(self) -> None:
+        self._stderr = tempfile.TemporaryFile()
+        cmd = [
+            sys.executable,
+            "-m",
+            "clustersim.broker.embedded",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--exit-on-stdin-eof",
+        ]
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        try:
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env
+            )
+        except OSError as e:
+            raise BrokerError(f"cannot start the embedded broker: {e}") from None
+
+    def _process_died(self) -> str | None:
+        if self._proc is None or self._proc.poll() is None:
+            return None
+        tail = ""
+        if self._stderr is not None:
+            self._stderr.seek(0)
+            lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
+            tail = lines[-1] if lines else ""
+        return f"exited with code {self._proc.returncode}" + (f": {tail}" if tail else "")
+
+    # ------------------------------------------------------------ thread
+
+    def _start_thread(self) -> None:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                stop = asyncio.Event()
+                self._stop_event = stop
+                ready.set()
+                loop.run_until_complete(_run_until(self.host, self.port, stop))
+            except BaseException as e:
+                self._thread_error = e
+            finally:
+                ready.set()
+                loop.close()
+
+        self._thread_error = None
+        self._thread = threading.Thread(target=run, name=f"amqtt-{self.port}", daemon=True)
+        self._thread.start()
+        ready.wait(timeout=self.start_timeout_s)
+
+    def _thread_died(self) -> str | None:
+        if self._thread is not None and not self._thread.is_alive():
+            err = self._thread_error
+            return f"{type(err).__name__}: {err}" if err else "broker thread ended"
+        return None
+
+
+def serve(host: str = "127.0.0.1", port: int = 1883) -> None:
+    """Run the embedded broker on ``host:port`` in the foreground until Ctrl-C or SIGTERM.
+
+    Raises :class:`BrokerError` when the port cannot be bound.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_serve(host, port, watch_stdin=False))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _serve(host: str, port: int, *, watch_stdin: bool) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if watch_stdin:
+        # The parent holds our stdin open; when it dies, EOF tells us to go too.
+        def wait_eof() -> None:
+            with contextlib.suppress(OSError):
+                while os.read(0, 4096):
+                    pass
+            loop.call_soon_threadsafe(stop.set)
+
+        threading.Thread(target=wait_eof, daemon=True).start()
+    try:
+        await _run_until(host, port, stop)
+    except OSError as e:
+        raise BrokerError(f"embedded broker cannot listen on {host}:{port}: {e}") from None
+    except Exception as e:  # amqtt wraps bind errors in its own BrokerError
+        raise BrokerError(f"embedded broker on {host}:{port} failed: {e}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m clustersim.broker.embedded --host H --port P``."""
+    p = argparse.ArgumentParser(prog="python -m clustersim.broker.embedded")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--exit-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_serve(args.host, args.port, watch_stdin=args.exit_on_stdin_eof))
+    except KeyboardInterrupt:
+        return 0
+    except BrokerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

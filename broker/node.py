@@ -1,0 +1,266 @@
+"""A protocol node: one participant of a run (the plant or an agent) on a :class:`Transport`.
+
+It owns what every node of the virtual-time protocol (DESIGN.md, "Time") does alike:
+
+- **sending**: one ``seq`` counter per message kind, every envelope validated and encoded by
+  :mod:`clustersim.broker.envelope`; the messages of the current protocol window are kept so
+  they can be sent again after a broker outage (see below);
+- **receiving**: every message goes through the node's :class:`~clustersim.broker.envelope.Inbox`
+  (schema, sender, replay, range check); what passes is filed by ``(kind, src, step, round)``
+  until the protocol asks for it with :meth:`Node.expect`, which waits for that one message up
+  to a wall-clock watchdog. A protocol step always knows which messages it expects, so the wait
+  ends with the message or, if the peer is gone, with the watchdog: never with a guess;
+- **reconnects**: after its own transport reconnects, a node re-announces itself with a
+  ``status`` message (``online``, reason ``reconnected``); a node that sees such an announcement
+  sends its window again. A message the broker had accepted but not delivered when it died is
+  so sent again once everyone is back; the receiver's replay guard drops the copies that did
+  arrive (they are counted under ``replay``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from clustersim.broker.envelope import (
+    BROADCAST,
+    AclRule,
+    Envelope,
+    EnvelopeError,
+    Inbox,
+    LogMsg,
+    StatusMsg,
+    encode,
+    make_envelope,
+    parse_topic,
+    topic_filter,
+)
+from clustersim.broker.transport import Transport
+
+__all__ = ["Fault", "Node"]
+
+log = logging.getLogger(__name__)
+
+WINDOW = 512
+"""messages kept for re-sending after a reconnect"""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Something that went wrong and was survived: recorded in ``summary.json`` ``faults``."""
+
+    node: str
+    kind: str
+    detail: str
+    step: int | None = None
+    wall_time_s: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "kind": self.kind,
+            "detail": self.detail,
+            "step": self.step,
+            "wall_time_s": round(self.wall_time_s, 3),
+        }
+
+
+class Node:
+    """One participant of run ``run_id`` named ``me`` (see module docstring)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        run_id: str,
+        me: str,
+        acl: Mapping[str, Iterable[AclRule]],
+        check: Any = None,
+    ) -> None:
+        self.transport = transport
+        self.run_id = run_id
+        self.me = me
+        self.inbox = Inbox(acl, run_id=run_id, me=me, check=check)
+        self._seq: Counter[str] = Counter()
+        self._window: dict[str, bytes] = {}
+        self._filed: dict[tuple[str, str, int, int], tuple[Envelope, int]] = {}
+        self._taken: set[tuple[str, str, int, int]] = set()
+        self.refused: list[dict[str, Any]] = []
+        """one entry per refused message: topic's kind/src/dst when readable, reason, bytes"""
+        self.extra: Counter[str] = Counter()
+        """accepted messages the protocol had no use for (a second setpoint for one step)"""
+        self.statuses: list[StatusMsg] = []
+        self.faults: list[Fault] = []
+        self.remote_faults: list[dict[str, Any]] = []
+        """faults other nodes reported with ``log`` messages of level warning or error"""
+        self.sent: Counter[str] = Counter()
+        self.bytes_sent = 0
+        self._started = False
+        transport.on_reconnect = self._reconnected
+
+    # ------------------------------------------------------------------ setup
+    async def start(self) -> None:
+        """Connect, subscribe to the messages for this node and its broadcasts, go online."""
+        await self.transport.start()
+        await self.transport.subscribe(topic_filter(self.run_id, dst=self.me))
+        await self.transport.subscribe(topic_filter(self.run_id, dst=BROADCAST))
+        self._started = True
+        await self.status("online")
+
+    async def close(self, state: str = "offline", reason: str = "") -> None:
+        if self._started:
+            try:
+                await self.status(state, reason)
+            finally:
+                await self.transport.close()
+                self._started = False
+
+    async def status(self, state: str, reason: str = "") -> None:
+        await self.send("status", BROADCAST, body={"state": state, "reason": reason})
+
+    async def fault(self, kind: str, detail: str, step: int | None = None) -> None:
+        """Record a fault and tell the others (a ``log`` message of level warning)."""
+        self.faults.append(Fault(self.me, kind, detail, step))
+        if self._started:
+            await self.send(
+                "log",
+                BROADCAST,
+                step=step or 0,
+                body={"level": "warning", "message": f"{kind}: {detail}"[:2000]},
+            )
+
+    async def _reconnected(self) -> None:
+        await self.status("online", "reconnected")
+        await self.fault("reconnected", "broker connection lost and re-established")
+        await self._resend()
+
+    async def _resend(self) -> None:
+        for topic, payload in list(self._window.items()):
+            await self.transport.publish(topic, payload)
+
+    # ---------------------------------------------------------------- sending
+    async def send(
+        self,
+        kind: str,
+        dst: str,
+        *,
+        step: int = 0,
+        round: int = 0,
+        t_send_s: float = 0.0,
+        body: Mapping[str, Any] | Any = None,
+    ) -> int:
+        """Publish one envelope; return its size in bytes."""
+        seq = self._seq[kind]
+        self._seq[kind] += 1
+        fields: dict[str, Any] = {
+            "run_id": self.run_id,
+            "src": self.me,
+            "dst": dst,
+            "step": step,
+            "round": round,
+            "seq": seq,
+            "t_send_s": float(t_send_s),
+        }
+        if body is not None:
+            fields["body"] = body
+        env = make_envelope(kind, **fields)
+        payload = encode(env)
+        if kind not in ("status", "log"):
+            self._window[env.topic + f"#{seq}"] = payload
+            while len(self._window) > WINDOW:
+                self._window.pop(next(iter(self._window)))
+        await self.transport.publish(env.topic, payload)
+        self.sent[kind] += 1
+        self.bytes_sent += len(payload)
+        return len(payload)
+
+    # -------------------------------------------------------------- receiving
+    async def pump(self, timeout_s: float | None) -> bool:
+        """Take one message from the transport and file it; False when none came in time."""
+        got = await self.transport.receive(timeout_s)
+        if got is None:
+            return False
+        topic, payload = got
+        verdict = self.inbox.check(topic, payload)
+        env = verdict.envelope
+        if env is None:
+            entry: dict[str, Any] = {"reason": verdict.reason, "bytes": len(payload)}
+            try:
+                _, kind, src, dst = parse_topic(topic)
+                entry.update(kind=kind, src=src, dst=dst)
+            except EnvelopeError:
+                pass
+            self.refused.append(entry)
+            return True
+        if isinstance(env, StatusMsg):
+            self.statuses.append(env)
+            await self.on_status(env)
+            return True
+        if isinstance(env, LogMsg):
+            if env.src != self.me and env.body.level in ("warning", "error"):
+                self.remote_faults.append(
+                    {"node": env.src, "step": env.step, "message": env.body.message}
+                )
+            return True
+        key = (env.kind, env.src, env.step, env.round)
+        if key in self._filed or key in self._taken:
+            self.extra[env.kind] += 1
+            return True
+        self._filed[key] = (env, len(payload))
+        return True
+
+    async def on_status(self, env: StatusMsg) -> None:
+        """A peer's status: re-send the window to a peer that has just reconnected."""
+        if env.src != self.me and env.body.state == "online" and env.body.reason == "reconnected":
+            await self._resend()
+
+    async def expect(
+        self, kind: str, src: str, step: int, round: int = 0, *, timeout_s: float
+    ) -> tuple[Envelope, int] | None:
+        """Wait for the message ``(kind, src, step, round)``; ``(envelope, bytes)`` or ``None``
+        once ``timeout_s`` wall seconds pass without it (the watchdog)."""
+        key = (kind, src, step, round)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while key not in self._filed:
+            left = end - loop.time()
+            if left <= 0:
+                return None
+            await self.pump(left)
+        self._taken.add(key)
+        return self._filed.pop(key)
+
+    async def expect_any(
+        self, keys: Iterable[tuple[str, str, int, int]], *, timeout_s: float
+    ) -> tuple[tuple[str, str, int, int], tuple[Envelope, int]] | None:
+        """Wait for whichever of ``keys`` is filed first (in the order given when several are)."""
+        keys = list(keys)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while True:
+            for key in keys:
+                if key in self._filed:
+                    self._taken.add(key)
+                    return key, self._filed.pop(key)
+            left = end - loop.time()
+            if left <= 0:
+                return None
+            await self.pump(left)
+
+    def has(self, kind: str, src: str, step: int, round: int = 0) -> bool:
+        return (kind, src, step, round) in self._filed
+
+    async def drain(self, seconds: float) -> None:
+        """File whatever arrives during ``seconds`` of wall time."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while (left := end - loop.time()) > 0:
+            await self.pump(left)
+
+    def rejected_counts(self) -> dict[str, int]:
+        return dict(self.inbox.rejected)

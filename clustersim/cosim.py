@@ -1,0 +1,675 @@
+"""The co-simulation over a transport: the plant node, the agents, the broker, the Mesa model.
+
+:class:`PlantNode` is the plant on the wire. Per control interval ``n`` (``t0 = n * interval_s``)
+it sends each agent its measurement (voltages of the agent's sub-network, the flows at its
+boundary branches, device states), waits for exactly one setpoint per agent (wall-clock watchdog),
+asks the channel model when each arrived, and runs the interval's plant steps, applying every
+setpoint at the first plant step that starts at or after its arrival (in arrival order). A lost
+setpoint, or one arriving after the interval's end (late), leaves the previous one in force; an
+agent without an applied setpoint for longer than ``[comm] agent_timeout_s`` (or gone silent)
+has its devices handed to the local Volt-VAR / line-drop-compensation fallback of
+:mod:`clustersim.agents.local` until it is heard again. Setpoints are checked at receipt (sender,
+device ownership, physical range): a refused one changes nothing.
+
+:func:`run_cosim` runs a whole scenario: the broker (an embedded amqtt broker on a free port when
+``[comm] broker`` is empty, or the given URL; or the in-memory hub for ``transport = "memory"``),
+the plant node, the agents as asyncio tasks of this process (``[run] agents = "tasks"``), as one
+OS process each (``"processes"``) or started elsewhere by ``clustersim agent`` (``"external"``),
+and the :class:`~clustersim.sim.model.CoSimModel` that steps the intervals and collects the
+per-interval tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import multiprocessing as mp
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clustersim.agents.control import Controller, ControlSettings, build_controllers
+from clustersim.agents.node import (
+    PLANT,
+    AgentNode,
+    AgentSettings,
+    ComputeModel,
+    Tie,
+    find_ties,
+    meas_body,
+)
+from clustersim.broker.channel import Channel
+from clustersim.broker.envelope import BROADCAST, Envelope, MessageRecord, SetpointMsg
+from clustersim.broker.node import Node
+from clustersim.broker.transport import MemoryHub, Transport, open_transport
+from clustersim.errors import BrokerError, MessageError, ScenarioError
+from clustersim.sim.plant import Plant
+
+__all__ = ["AgentSpec", "CosimResult", "PlantNode", "run_cosim", "run_id_for"]
+
+
+def run_id_for(name: str, seed: int) -> str:
+    """The default run id of a scenario: its name and seed, as a valid topic level."""
+    rid = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{name or 'run'}-s{seed}")
+    return rid[:64]
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What the plant knows of an agent: the buses it is told about, the boundary branches
+    whose flows it gets, the devices it may set."""
+
+    name: str
+    buses: tuple[int, ...] | None
+    boundaries: tuple[tuple[str, int, str], ...]
+    devices: frozenset[str]
+
+    @classmethod
+    def of(cls, c: Controller) -> AgentSpec:
+        cl = c.cluster
+        buses = None
+        if cl.upstream_bus is not None or cl.downstream:
+            extra = [cl.upstream_bus] if cl.upstream_bus is not None else []
+            buses = tuple(sorted({*cl.buses, *extra}))
+        return cls(
+            name=c.name,
+            buses=buses,
+            boundaries=tuple((b.table, b.row, b.side) for b in cl.downstream),
+            devices=frozenset(lv.device for lv in c.active),
+        )
+
+
+@dataclass
+class CosimSettings:
+    interval_s: int = 900
+    deadline_s: float = 60.0
+    rounds: int = 2
+    watchdog_s: float = 30.0
+    startup_timeout_s: float = 120.0
+    agent_timeout_s: float = 1800.0
+
+
+@dataclass
+class CosimResult:
+    control_rows: list[dict[str, Any]] = field(default_factory=list)
+    message_rows: list[dict[str, Any]] = field(default_factory=list)
+    fronts: dict[tuple[int, str], Any] = field(default_factory=dict)
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    steps: pd.DataFrame | None = None
+    agent_steps: pd.DataFrame | None = None
+    controllers: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+
+class PlantNode(Node):
+    """The plant on the wire (see module docstring)."""
+
+    def __init__(
+        self,
+        plant: Plant,
+        transport: Transport,
+        channel: Channel,
+        *,
+        run_id: str,
+        specs: Sequence[AgentSpec],
+        settings: CosimSettings,
+        local_settings: Any = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.plant = plant
+        self.channel = channel
+        self.specs = list(specs)
+        self.cfg = settings
+        self.local_settings = local_settings
+        self.progress = progress
+        self.owner = {d: s.name for s in specs for d in s.devices}
+        acl = {
+            "setpoint": [(s.name, PLANT) for s in specs],
+            "clock": [(PLANT, BROADCAST)],
+            "status": ["*"],
+            "log": ["*"],
+        }
+        super().__init__(transport, run_id=run_id, me=PLANT, acl=acl, check=self._check)
+        self.spi = max(1, settings.interval_s // plant.plant_step_s)
+        self.n_intervals = -(-plant.n_steps // self.spi)
+        self.current = 0
+        self.dead: set[str] = set()
+        self.last_ok = {s.name: 0.0 for s in specs}
+        self.fallback: set[str] = set()
+        self._local: dict[str, Any] = {}
+        self.result = CosimResult(controllers=[s.name for s in specs])
+        self._agent_rejected: dict[str, dict[str, int]] = {}
+
+    # ------------------------------------------------------------------ checks
+    def _check(self, env: Envelope) -> str | None:
+        if not isinstance(env, SetpointMsg):
+            return None
+        if env.step < self.current:
+            return "stale"
+        for dev, values in env.body.setpoints.items():
+            if self.owner.get(dev) != env.src:
+                return "not_owner"
+            self.plant.check_setpoint(dev, **values)  # MessageError → "range"
+        return None
+
+    # ------------------------------------------------------------------ run
+    async def begin(self) -> None:
+        """Go online and wait until every agent is (re-announcing the start each second)."""
+        if not self._started:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.cfg.startup_timeout_s
+        waiting = {s.name for s in self.specs}
+        while waiting and loop.time() < end:
+            await self.send("clock", BROADCAST, body={"event": "start", "t_s": 0.0})
+            stop = min(end, loop.time() + 1.0)
+            while waiting and loop.time() < stop:
+                await self.pump(max(0.01, stop - loop.time()))
+                waiting -= {e.src for e in self.statuses if e.body.state == "online"}
+        for name in sorted(waiting):
+            self.dead.add(name)
+            await self.fault("startup", f"agent {name} did not come online", 0)
+
+    async def interval(self, n: int) -> dict[str, Any]:
+        """Control interval ``n``: measurements out, setpoints in, plant steps (module doc)."""
+        plant, cfg, spi = self.plant, self.cfg, self.spi
+        self.current = n
+        k0 = n * spi
+        k1 = min(k0 + spi, plant.n_steps)
+        dt = float(plant.plant_step_s)
+        t0 = k0 * dt
+        meas = plant.measure()
+        sent = 0
+        for s in self.specs:
+            await self.send(
+                "meas",
+                s.name,
+                step=k0,
+                t_send_s=t0,
+                body=meas_body(meas, s.buses, plant.net, s.boundaries),
+            )
+            sent += 1
+        loop = asyncio.get_running_loop()
+        wall_end = loop.time() + cfg.watchdog_s * (cfg.rounds + 2)
+        schedule: dict[int, list[tuple[float, str, dict[str, dict[str, float]]]]] = {}
+        states: dict[str, dict[str, Any]] = {}
+        rows_before = len(self.result.message_rows)
+        for s in self.specs:
+            name = s.name
+            st: dict[str, Any] = {"setpoint_received": False, "lost": False, "late": False}
+            states[name] = st
+            if name in self.dead and not self.has("setpoint", name, n):
+                continue
+            got = await self.expect(
+                "setpoint", name, n, timeout_s=max(0.05, wall_end - loop.time())
+            )
+            if got is None:
+                self.dead.add(name)
+                await self.fault("watchdog", f"no setpoint from {name}", n)
+                continue
+            self.dead.discard(name)
+            env, nbytes = got
+            assert isinstance(env, SetpointMsg)
+            d = self.channel.deliver(name, PLANT, env.seq, env.t_send_s)
+            late = (not d.lost) and d.t_deliver_s >= t0 + cfg.interval_s
+            applied = None
+            if not d.lost and not late:
+                applied = max(k0, k0 + math.ceil((d.t_deliver_s - t0) / dt - 1e-9))
+                schedule.setdefault(applied, []).append(
+                    (d.t_deliver_s, name, {k: dict(v) for k, v in env.body.setpoints.items()})
+                )
+            rec = MessageRecord(
+                kind="setpoint",
+                src=name,
+                dst=PLANT,
+                step=n,
+                seq=env.seq,
+                bytes=nbytes,
+                t_send_s=env.t_send_s,
+                t_deliver_s=None if d.lost else d.t_deliver_s,
+                lost=d.lost,
+                late=late,
+            )
+            st.update(
+                setpoint_received=True,
+                lost=d.lost,
+                late=late,
+                t_arrival_s=None if d.lost else d.t_deliver_s,
+            )
+            self.result.message_rows.append(rec.model_dump())
+            info = env.body.info
+            if info is not None:
+                self.result.message_rows.extend(m.model_dump() for m in info.messages)
+                sent += info.sent
+                st.update(
+                    age_of_information_s=info.age_of_information_s,
+                    rounds_completed=info.rounds_completed,
+                )
+                self.result.control_rows.append(
+                    _control_row(n, t0, name, env, info, d.lost, late, applied)
+                )
+                self._agent_rejected[name] = dict(info.rejected)
+        for k in range(k0, k1):
+            for t_arr, name, sps in sorted(schedule.get(k, []), key=lambda x: (x[0], x[1])):
+                for dev, values in sps.items():
+                    try:
+                        plant.set_setpoint(dev, **values)
+                    except MessageError as exc:  # checked at receipt; kept as a guard
+                        self.result.rejected.append(str(exc))
+                self.last_ok[name] = t_arr
+                if name in self.fallback:
+                    self.fallback.discard(name)
+                    await self.fault("fallback_off", f"{name} is back in control", n)
+            t_k = k * dt
+            for s in self.specs:
+                if s.name not in self.fallback and t_k - self.last_ok[s.name] > cfg.agent_timeout_s:
+                    self.fallback.add(s.name)
+                    await self.fault(
+                        "fallback_on",
+                        f"agent {s.name} silent for {t_k - self.last_ok[s.name]:.0f} s: "
+                        "its devices go to local control",
+                        n,
+                    )
+            plant.step()
+            if self.fallback:
+                self._run_fallback()
+            if self.progress is not None:
+                self.progress(plant.step_index)
+        new_rows = self.result.message_rows[rows_before:]
+        for name, st in states.items():
+            st["fallback"] = name in self.fallback
+        return {
+            "nodes": states,
+            "counters": {
+                "messages_sent": sent,
+                "messages_lost": sum(1 for r in new_rows if r["lost"]),
+                "messages_late": sum(1 for r in new_rows if r["late"]),
+                "agents_in_fallback": len(self.fallback),
+            },
+        }
+
+    def _run_fallback(self) -> None:
+        from clustersim.agents.local import LocalController
+
+        meas = self.plant.measure()
+        for name in sorted(self.fallback):
+            local = self._local.get(name)
+            if local is None:
+                spec = next(s for s in self.specs if s.name == name)
+                local = LocalController(
+                    self.plant.net,
+                    self.plant.resources,
+                    self.plant.where,
+                    settings=self.local_settings,
+                    plant_step_s=self.plant.plant_step_s,
+                    devices=sorted(spec.devices),
+                )
+                self._local[name] = local
+            for dev, values in local.setpoints(meas).items():
+                self.plant.set_setpoint(dev, **values)
+
+    async def end(self) -> None:
+        """Tell everyone the run is over and collect their last words (bounded)."""
+        await self.send(
+            "clock",
+            BROADCAST,
+            step=self.n_intervals,
+            body={"event": "stop", "t_s": self.n_intervals * self.cfg.interval_s},
+        )
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 5.0
+        names = {s.name for s in self.specs} - self.dead
+        while loop.time() < end:
+            off = {e.src for e in self.statuses if e.body.state == "offline"}
+            if names <= off:
+                break
+            await self.pump(max(0.01, end - loop.time()))
+
+
+def _control_row(
+    n: int,
+    t0: float,
+    name: str,
+    env: SetpointMsg,
+    info: Any,
+    lost: bool,
+    late: bool,
+    applied: int | None,
+) -> dict[str, Any]:
+    nan = float("nan")
+
+    def f(x: float | None) -> float:
+        return nan if x is None else float(x)
+
+    return {
+        "interval": n,
+        "time_s": t0,
+        "controller": name,
+        "n_var": info.n_var,
+        "f_voltage_pu": f(info.f_voltage_pu),
+        "f_loss_mw": f(info.f_loss_mw),
+        "f_cost": f(info.f_cost),
+        "cv": f(info.cv),
+        "feasible": bool(info.cv is not None and info.cv <= 1e-12),
+        "solve_time_s": float(info.solve_time_s),
+        "evaluations": int(info.evaluations),
+        "generations": int(info.generations),
+        "vm_pred_min_pu": f(info.vm_pred_min_pu),
+        "vm_pred_max_pu": f(info.vm_pred_max_pu),
+        "setpoints": json.dumps(
+            {k: dict(v) for k, v in env.body.setpoints.items()}, sort_keys=True
+        ),
+        "solves": int(info.solves),
+        "compute_s": float(info.compute_s),
+        "t_sent_s": float(env.t_send_s),
+        "applied_step": -1 if applied is None else int(applied),
+        "lost": bool(lost),
+        "late": bool(late),
+        "age_of_information_s": f(info.age_of_information_s),
+        "rounds_attempted": int(info.rounds_attempted),
+        "rounds_completed": int(info.rounds_completed),
+        "boundary_pred_vm_pu": json.dumps(dict(info.boundary_pred_vm_pu), sort_keys=True),
+        "boundary_used_vm_pu": json.dumps(dict(info.boundary_used_vm_pu), sort_keys=True),
+        "messages_sent": int(info.sent),
+    }
+
+
+# ------------------------------------------------------------------------- summary
+def comm_summary(node: PlantNode) -> dict[str, Any]:
+    """The communication KPIs of ``summary.json`` (see README, results folder)."""
+    rows = node.result.message_rows
+    ctl = node.result.control_rows
+    sent = int(node.sent["meas"]) + sum(int(r["messages_sent"]) for r in ctl)
+    lat = np.array(
+        [
+            (r["t_deliver_s"] - r["t_send_s"]) * 1000.0
+            for r in rows
+            if not r["lost"] and r["t_deliver_s"] is not None
+        ]
+    )
+    rejected: Counter[str] = Counter(node.rejected_counts())
+    for counts in node._agent_rejected.values():
+        rejected.update(counts)
+    aoi = [r["age_of_information_s"] for r in ctl if np.isfinite(r["age_of_information_s"])]
+    rounds = [r["rounds_completed"] for r in ctl if r["rounds_attempted"] > 0]
+    mismatch = _boundary_mismatch(ctl)
+    faults = [f.as_dict() for f in node.faults] + [
+        {"node": f["node"], "kind": "remote", "detail": f["message"], "step": f["step"]}
+        for f in node.remote_faults
+    ]
+    return {
+        "messages_sent": sent,
+        "messages_lost": int(sum(1 for r in rows if r["lost"])),
+        "messages_late": int(sum(1 for r in rows if r["late"])),
+        "messages_rejected": int(sum(rejected.values())),
+        "messages_rejected_by_reason": dict(sorted(rejected.items())),
+        "latency_p50_ms": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
+        "latency_p95_ms": round(float(np.percentile(lat, 95)), 3) if lat.size else None,
+        "mean_age_of_information_s": round(float(np.mean(aoi)), 3) if aoi else None,
+        "coordination_rounds_mean": round(float(np.mean(rounds)), 3) if rounds else 0.0,
+        "boundary_mismatch_pu": mismatch,
+        "faults": faults,
+    }
+
+
+def _boundary_mismatch(ctl: Sequence[Mapping[str, Any]]) -> float | None:
+    """Mean |voltage the parent predicts at a boundary bus − voltage the child assumed there|,
+    over intervals and ties (p.u.)."""
+    pred: dict[tuple[int, str], float] = {}
+    used: dict[tuple[int, str], float] = {}
+    for r in ctl:
+        for lab, v in json.loads(r["boundary_pred_vm_pu"]).items():
+            pred[(r["interval"], lab)] = v
+        for lab, v in json.loads(r["boundary_used_vm_pu"]).items():
+            used[(r["interval"], lab)] = v
+    diffs = [abs(pred[k] - used[k]) for k in pred.keys() & used.keys()]
+    return round(float(np.mean(diffs)), 6) if diffs else None
+
+
+# ------------------------------------------------------------------------- orchestration
+def cosim_settings(scenario: Any) -> CosimSettings:
+    c, m = scenario.comm, scenario.control
+    return CosimSettings(
+        interval_s=m.interval_s,
+        deadline_s=m.deadline_s,
+        rounds=m.coordination_rounds,
+        watchdog_s=c.watchdog_s,
+        startup_timeout_s=c.startup_timeout_s,
+        agent_timeout_s=c.agent_timeout_s,
+    )
+
+
+def agent_settings(scenario: Any) -> AgentSettings:
+    c, m = scenario.comm, scenario.control
+    return AgentSettings(
+        interval_s=float(m.interval_s),
+        deadline_s=float(m.deadline_s),
+        rounds=int(m.coordination_rounds),
+        round_generations=int(m.round_generations),
+        compute=ComputeModel(m.compute_time, m.compute_fixed_s, m.compute_per_evaluation_s),
+        watchdog_s=float(c.watchdog_s),
+        plant_step_s=float(scenario.run.plant_step_s),
+    )
+
+
+def _ties(plant: Plant, mode: str, clusters: Mapping[str, Sequence[int]] | None) -> list[Tie]:
+    if mode == "centralized" or not clusters:
+        return []
+    return find_ties(plant.net, clusters)
+
+
+def run_id_of(scenario: Any) -> str:
+    return scenario.comm.run_id or run_id_for(scenario.name, scenario.run.seed)
+
+
+def run_cosim(
+    scenario: Any,
+    plant: Plant,
+    settings: ControlSettings,
+    *,
+    clusters: Mapping[str, Sequence[int]] | None,
+    seed: int,
+    progress: Callable[[int], None] | None = None,
+) -> CosimResult:
+    """Run the scenario's optimizing control mode over its transport (module docstring)."""
+    from clustersim.broker.embedded import EmbeddedBroker
+    from clustersim.sim.model import CoSimModel
+
+    comm = scenario.comm
+    mode = scenario.control.mode
+    where = scenario.run.agents
+    if comm.transport == "memory" and where != "tasks":
+        raise ScenarioError(
+            f'agents = "{where}" needs transport = "mqtt" (the memory transport lives in one '
+            "process)",
+            key="run.agents",
+        )
+    controllers = build_controllers(plant, mode, settings, clusters=clusters, seed=seed)
+    specs = [AgentSpec.of(c) for c in controllers]
+    ties = _ties(plant, mode, clusters)
+    channel = Channel(comm, seed=scenario_comm_seed(scenario))
+    run_id = run_id_of(scenario)
+    broker = None
+    spec: str | MemoryHub
+    if comm.transport == "memory":
+        spec = MemoryHub()
+    elif comm.broker:
+        spec = comm.broker
+    else:
+        broker = EmbeddedBroker()
+        broker.start()
+        spec = broker.url
+    procs: list[Any] = []
+    loop = asyncio.new_event_loop()
+    tasks: list[asyncio.Task[Any]] = []
+    agents: list[AgentNode] = []
+    try:
+        pnode = PlantNode(
+            plant,
+            open_transport(spec, f"{run_id}.{PLANT}"),
+            channel,
+            run_id=run_id,
+            specs=specs,
+            settings=cosim_settings(scenario),
+            local_settings=scenario.control.local,
+            progress=progress,
+        )
+        a_settings = agent_settings(scenario)
+        if where == "tasks":
+            for c in controllers:
+                node = AgentNode(
+                    c,
+                    open_transport(spec, f"{run_id}.{c.name}"),
+                    Channel(comm, seed=scenario_comm_seed(scenario)),
+                    run_id=run_id,
+                    ties=ties,
+                    settings=a_settings,
+                )
+                agents.append(node)
+        elif where == "processes":
+            assert isinstance(spec, str)
+            ctx = mp.get_context("spawn")
+            for c in controllers:
+                p = ctx.Process(
+                    target=agent_process,
+                    args=(scenario.model_dump(mode="json"), c.name, spec, clusters, seed),
+                    name=f"clustersim-agent-{c.name}",
+                    daemon=True,
+                )
+                p.start()
+                procs.append(p)
+
+        async def _begin() -> None:
+            await pnode.start()
+            for a in agents:
+                tasks.append(asyncio.ensure_future(a.run()))
+            await pnode.begin()
+
+        loop.run_until_complete(_begin())
+        model = CoSimModel(
+            plant,
+            [s.name for s in specs],
+            lambda n: loop.run_until_complete(pnode.interval(n)),
+            interval_s=settings.interval_s,
+            vm_min_pu=scenario.run.vm_min_pu,
+            vm_max_pu=scenario.run.vm_max_pu,
+            seed=seed,
+        )
+        while model.running:
+            model.step()
+        loop.run_until_complete(pnode.end())
+        if tasks:
+            done = loop.run_until_complete(asyncio.wait(tasks, timeout=max(5.0, comm.watchdog_s)))[
+                0
+            ]
+            for t in done:
+                if t.exception() is None:
+                    pnode.result.fronts.update(t.result().fronts)
+        loop.run_until_complete(pnode.close())
+        for p in procs:
+            p.join(timeout=10)
+        result = pnode.result
+        result.summary = comm_summary(pnode)
+        result.steps, result.agent_steps = model.tables()
+        return result
+    finally:
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.close()
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        if broker is not None:
+            broker.stop()
+
+
+def scenario_comm_seed(scenario: Any) -> int:
+    """The channel model's seed: child 3 of the run seed (profiles, partition, control, comm)."""
+    return int(np.random.SeedSequence(scenario.run.seed).spawn(4)[3].generate_state(1)[0])
+
+
+def agent_process(
+    scenario_doc: dict[str, Any],
+    name: str,
+    url: str,
+    clusters: Mapping[str, Sequence[int]] | None,
+    seed: int,
+) -> None:
+    """Entry point of one agent's OS process (``[run] agents = "processes"``)."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    from clustersim.scenario import Scenario
+
+    scenario = Scenario.model_validate(scenario_doc)
+    asyncio.run(serve_agent(scenario, name, url, clusters=clusters, seed=seed))
+
+
+async def serve_agent(
+    scenario: Any,
+    name: str,
+    url: str,
+    *,
+    clusters: Mapping[str, Sequence[int]] | None = None,
+    seed: int | None = None,
+) -> None:
+    """Build agent ``name`` of the scenario and serve the run on broker ``url`` until it ends.
+    ``clusters`` and ``seed`` default to what the scenario gives (partition, control seed)."""
+    from clustersim.runner import build_plant, child_seeds, control_settings, scenario_clusters
+
+    plant = build_plant(scenario)
+    if seed is None:
+        seed = child_seeds(scenario.run.seed)[2]
+    mode = scenario.control.mode
+    if clusters is None and mode != "centralized":
+        clusters = scenario_clusters(scenario)
+    controllers = build_controllers(
+        plant, mode, control_settings(scenario), clusters=clusters, seed=seed, only=name
+    )
+    if not controllers:
+        names = [
+            c.name
+            for c in build_controllers(
+                plant, mode, control_settings(scenario), clusters=clusters, seed=seed
+            )
+        ]
+        raise ScenarioError(f"no agent {name!r} in this scenario (agents: {', '.join(names)})")
+    run_id = run_id_of(scenario)
+    node = AgentNode(
+        controllers[0],
+        open_transport(url, f"{run_id}.{name}"),
+        Channel(scenario.comm, seed=scenario_comm_seed(scenario)),
+        run_id=run_id,
+        ties=_ties(plant, mode, clusters),
+        settings=agent_settings(scenario),
+        keep_fronts=False,
+    )
+    await node.run()
+
+
+def wait_broker(url: str, timeout_s: float = 10.0) -> None:
+    """Raise BrokerError unless ``url``'s host:port accepts TCP connections within the time."""
+    import socket
+
+    from clustersim.broker.transport import parse_url
+
+    addr = parse_url(url)
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((addr.host, addr.port), timeout=1.0):
+                return
+        except OSError as exc:
+            if time.monotonic() > end:
+                raise BrokerError(f"broker {url} is not reachable: {exc}") from None
+            time.sleep(0.2)

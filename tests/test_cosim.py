@@ -1,0 +1,229 @@
+"""The co-simulation over real brokers: determinism across transports, security, faults.
+
+Every broker here is started by the test on a free loopback port (mosquitto where the binary
+exists, else the embedded amqtt broker); none relies on a broker the machine happens to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from clustersim.broker.envelope import encode, make_envelope
+from clustersim.broker.mosquitto import MosquittoBroker, mosquitto_path
+from clustersim.broker.transport import MqttTransport
+from clustersim.runner import WALL_CLOCK_KEYS, run_scenario
+from clustersim.scenario import load_scenario
+
+# one hour of ieee33-ev-clustered with a light optimizer budget: 4 control intervals
+SHORT = [
+    "run.duration_h=1",
+    "control.pop_size=12",
+    "control.generations=4",
+    "control.round_generations=2",
+    "comm.watchdog_s=10",
+]
+
+
+def _run(tmp: Path, name: str, *overrides: str, scenario: str = "ieee33-ev-clustered"):
+    sc = load_scenario(scenario, overrides=[*SHORT, *overrides])
+    return run_scenario(sc, out_dir=tmp / name)
+
+
+def _summary(res) -> dict:
+    s = json.loads((res.out_dir / "summary.json").read_text())
+    return {k: v for k, v in s.items() if k not in WALL_CLOCK_KEYS}
+
+
+def test_same_numbers_on_memory_embedded_and_mosquitto(tmp_path, embedded_broker):
+    runs = {
+        "memory": _run(tmp_path, "memory", "comm.transport=memory"),
+        "embedded": _run(tmp_path, "embedded", f"comm.broker={embedded_broker.url}"),
+    }
+    if mosquitto_path():
+        with MosquittoBroker(workdir=tmp_path / "mosq") as mq:
+            runs["mosquitto"] = _run(tmp_path, "mosquitto", f"comm.broker={mq.url}")
+    ref = runs["memory"]
+    assert ref.summary["messages_sent"] > 0 and ref.summary["faults"] == []
+    assert ref.summary["latency_p50_ms"] is not None
+    ts = pd.read_parquet(ref.out_dir / "timeseries.parquet")
+    for name, res in runs.items():
+        assert _summary(res) == _summary(ref), name
+        assert pd.read_parquet(res.out_dir / "timeseries.parquet").equals(ts), name
+    for f in ("messages.parquet", "steps.parquet", "agent_steps.parquet", "control.parquet"):
+        assert (ref.out_dir / f).is_file()
+    msgs = pd.read_parquet(ref.out_dir / "messages.parquet")
+    assert set(msgs.kind) == {"meas", "setpoint", "boundary"}
+    assert len(msgs) == ref.summary["messages_sent"]
+    steps = pd.read_parquet(ref.out_dir / "steps.parquet")
+    assert len(steps) == 4 and "messages_sent" in steps
+
+
+def test_loss_and_latency_change_the_run(tmp_path):
+    clean = _run(tmp_path, "clean", "comm.transport=memory", "comm.loss.p=0")
+    lossy = _run(tmp_path, "lossy", "comm.transport=memory", "comm.loss.p=0.5")
+    assert clean.summary["messages_lost"] == 0
+    assert lossy.summary["messages_lost"] > 0.3 * lossy.summary["messages_sent"]
+    assert lossy.summary["coordination_rounds_mean"] < clean.summary["coordination_rounds_mean"]
+    slow = _run(
+        tmp_path,
+        "slow",
+        "comm.transport=memory",
+        "comm.loss.p=0",
+        "comm.latency.dist=constant",
+        "comm.latency.mean_ms=30000",
+    )
+    # a measurement 30 s old, rounds past the 60 s deadline: late messages, staler decisions
+    assert slow.summary["messages_late"] > 0
+    assert slow.summary["mean_age_of_information_s"] > clean.summary["mean_age_of_information_s"]
+
+
+class _Intruder(threading.Thread):
+    """A foreign MQTT client that publishes bad messages into a running run."""
+
+    def __init__(self, url: str, run_id: str):
+        super().__init__(daemon=True)
+        self.url, self.run_id = url, run_id
+        self.sent = 0
+
+    def run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        rid = self.run_id
+        base = f"clustersim/{rid}/setpoint"
+        async with MqttTransport(self.url, "intruder") as t:
+            await t.subscribe(f"clustersim/{rid}/setpoint/C1/plant")
+            captured = None
+            end = time.monotonic() + 60
+            while captured is None and time.monotonic() < end:
+                got = await t.receive(1.0)
+                if got is not None:
+                    captured = got
+            ok = {"run_id": rid, "src": "C1", "dst": "plant", "seq": 900_000, "t_send_s": 1.0}
+            bad = [
+                (f"{base}/C1/plant", b"{not json"),  # malformed JSON
+                (f"{base}/C1/plant", b'{"v": 1, "kind": "setpoint"}'),  # wrong schema
+                (
+                    f"{base}/C1/plant",
+                    json.dumps(
+                        {
+                            **ok,
+                            "v": 1,
+                            "kind": "setpoint",
+                            "step": 3,
+                            "body": {"setpoints": {"x": {"q_mvar": float("nan")}}},
+                        }
+                    ).encode(),
+                ),  # NaN
+                (
+                    f"{base}/intruder/plant",
+                    encode(
+                        make_envelope(  # foreign sender
+                            "setpoint", **{**ok, "src": "intruder"}, step=3, body={"setpoints": {}}
+                        )
+                    ),
+                ),
+                (
+                    f"{base}/C1/plant",
+                    encode(
+                        make_envelope(  # out of range
+                            "setpoint", **ok, step=3, body={"setpoints": {"OLTC": {"tap_pos": 99}}}
+                        )
+                    ),
+                ),
+            ]
+            if captured is not None:
+                bad.append(captured)  # replayed seq
+            for topic, payload in bad:
+                await t.publish(topic, payload)
+                self.sent += 1
+            await asyncio.sleep(0.5)
+
+
+def test_bad_messages_are_rejected_and_counted(tmp_path, mqtt_broker):
+    clean = _run(tmp_path, "clean", f"comm.broker={mqtt_broker.url}", "comm.run_id=sec-clean")
+    intruder = _Intruder(mqtt_broker.url, "sec-attacked")
+    intruder.start()
+    time.sleep(0.5)
+    attacked = _run(
+        tmp_path, "attacked", f"comm.broker={mqtt_broker.url}", "comm.run_id=sec-attacked"
+    )
+    intruder.join(timeout=30)
+    assert intruder.sent == 6
+    by_reason = attacked.summary["messages_rejected_by_reason"]
+    assert attacked.summary["messages_rejected"] >= 6, by_reason
+    for reason in ("json", "schema", "acl", "range", "replay"):
+        assert any(k.startswith(reason) for k in by_reason), (reason, by_reason)
+    a = pd.read_parquet(attacked.out_dir / "timeseries.parquet")
+    c = pd.read_parquet(clean.out_dir / "timeseries.parquet")
+    assert a.equals(c)  # the plant is unaffected
+
+
+@pytest.mark.slow
+def test_killed_agent_process_falls_back(tmp_path, mqtt_broker):
+    """One agent process is killed mid-run: watchdog fault, local fallback, run completes."""
+    import multiprocessing as mp
+    import os
+    import signal
+
+    killed: list[int] = []
+
+    def killer() -> None:
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not killed:
+            for p in mp.active_children():
+                if p.name == "clustersim-agent-C3" and p.pid:
+                    time.sleep(8.0)
+                    os.kill(p.pid, signal.SIGKILL)
+                    killed.append(p.pid)
+                    return
+            time.sleep(0.2)
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    res = _run(
+        tmp_path,
+        "killed",
+        f"comm.broker={mqtt_broker.url}",
+        "run.agents=processes",
+        "run.duration_h=3",
+        "comm.watchdog_s=3",
+        "comm.agent_timeout_s=900",
+    )
+    th.join(timeout=1)
+    assert killed
+    kinds = {(f["kind"], f["node"]) for f in res.summary["faults"]}
+    assert ("watchdog", "plant") in kinds
+    assert any(k == "fallback_on" for k, _ in kinds)
+    assert res.summary["steps"] == 180  # the run completed
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(mosquitto_path() is None, reason="needs the mosquitto binary")
+def test_broker_restart_mid_run(tmp_path):
+    """Mosquitto is killed and restarted mid-run: the run completes, the outage is recorded."""
+    with MosquittoBroker(workdir=tmp_path / "mosq") as mq:
+        done = threading.Event()
+
+        def outage() -> None:
+            time.sleep(6.0)
+            mq.kill()
+            time.sleep(2.0)
+            mq.restart()
+            done.set()
+
+        th = threading.Thread(target=outage, daemon=True)
+        th.start()
+        res = _run(tmp_path, "outage", f"comm.broker={mq.url}", "run.duration_h=4")
+        th.join(timeout=30)
+    assert done.is_set()
+    assert res.summary["steps"] == 240
+    kinds = [f["kind"] for f in res.summary["faults"]]
+    assert "reconnected" in kinds
