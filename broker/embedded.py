@@ -375,7 +375,7 @@ async def _serve(host: str, port: int, *, watch_stdin: bool) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     if watch_stdin:
         # The parent holds our stdin open; when it dies, EOF tells us to go too.

@@ -109,6 +109,10 @@ class MosquittoBroker:
             "log_type notice",
             "log_type information",
             "connection_messages true",
+            # no Nagle delay on the many small QoS 1 messages and their PUBACKs
+            "set_tcp_nodelay true",
+            # QoS 1 messages for a slow or offline subscriber are queued, not dropped at 1000
+            "max_queued_messages 100000",
             # mosquitto started as root drops to user "mosquitto", which cannot read our files
             f"user {_current_user()}",
         ]

@@ -30,6 +30,7 @@ from typing import Any
 from clustersim.broker.envelope import (
     BROADCAST,
     AclRule,
+    ClockMsg,
     Envelope,
     EnvelopeError,
     Inbox,
@@ -87,7 +88,7 @@ class Node:
         self.me = me
         self.inbox = Inbox(acl, run_id=run_id, me=me, check=check)
         self._seq: Counter[str] = Counter()
-        self._window: dict[str, bytes] = {}
+        self._window: dict[tuple[str, int], bytes] = {}
         self._filed: dict[tuple[str, str, int, int], tuple[Envelope, int]] = {}
         self._taken: set[tuple[str, str, int, int]] = set()
         self.refused: list[dict[str, Any]] = []
@@ -140,7 +141,7 @@ class Node:
         await self._resend()
 
     async def _resend(self) -> None:
-        for topic, payload in list(self._window.items()):
+        for (topic, _), payload in list(self._window.items()):
             await self.transport.publish(topic, payload)
 
     # ---------------------------------------------------------------- sending
@@ -171,7 +172,7 @@ class Node:
         env = make_envelope(kind, **fields)
         payload = encode(env)
         if kind not in ("status", "log"):
-            self._window[env.topic + f"#{seq}"] = payload
+            self._window[(env.topic, seq)] = payload
             while len(self._window) > WINDOW:
                 self._window.pop(next(iter(self._window)))
         await self.transport.publish(env.topic, payload)
@@ -201,6 +202,9 @@ class Node:
             self.statuses.append(env)
             await self.on_status(env)
             return True
+        if isinstance(env, ClockMsg):
+            await self.on_clock(env)
+            return True
         if isinstance(env, LogMsg):
             if env.src != self.me and env.body.level in ("warning", "error"):
                 self.remote_faults.append(
@@ -218,6 +222,9 @@ class Node:
         """A peer's status: re-send the window to a peer that has just reconnected."""
         if env.src != self.me and env.body.state == "online" and env.body.reason == "reconnected":
             await self._resend()
+
+    async def on_clock(self, env: ClockMsg) -> None:
+        """The clock's start / stop (the plant's); nodes that care override this."""
 
     async def expect(
         self, kind: str, src: str, step: int, round: int = 0, *, timeout_s: float

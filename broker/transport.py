@@ -37,6 +37,7 @@ import collections
 import contextlib
 import logging
 import math
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -594,12 +595,7 @@ class MqttTransport(Transport):
         self._closing.set()
         self._outbox_ready.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=wait_s + 5.0)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
-            except Exception:  # the loop's own failure was logged there
-                pass
+            await asyncio.wait({self._task}, timeout=wait_s + 5.0)  # never raises
             await self._stop_task()
         if self.queued:
             log.warning(
@@ -638,13 +634,12 @@ class MqttTransport(Transport):
 
         Never blocks on and never raises because of the broker; raises ``ValueError`` for a
         topic with wildcards, ``TypeError`` for a payload that is not bytes and
-        :class:`BrokerError` after :meth:`close`.
+        :class:`BrokerError` once :meth:`close` has returned (a publish made while
+        :meth:`close` is flushing is still sent if the flush time allows).
         """
         check_topic(topic)
         payload = _as_bytes(payload)
         self._check_open()
-        if self._closing.is_set():
-            raise BrokerError(f"transport {self.client_id!r} is closing")
         self._outbox.append(_Outgoing(self._next_n, topic, payload))
         self._next_n += 1
         self._count_published(payload)
@@ -669,6 +664,8 @@ class MqttTransport(Transport):
             timeout=self.connect_timeout_s,
             max_inflight_messages=self.max_inflight,
             logger=log,
+            # small messages, each waiting for its PUBACK: Nagle's algorithm would hold them
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
         client.pending_calls_threshold = self.max_inflight + 16
         return client
@@ -868,11 +865,13 @@ class MqttTransport(Transport):
 
     async def _stop_task(self) -> None:
         task, self._task = self._task, None
-        if task is None or task.done():
+        if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})  # raises nothing for the task, only our own cancel
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("%s: connection task ended with %r", self.client_id, task.exception())
 
 
 def _payload_bytes(payload: Any) -> bytes:

@@ -1,4 +1,5 @@
-"""Command line: ``clustersim run | cases | case-info | presets | scenarios``.
+"""Command line: ``clustersim run | cases | case-info | presets | scenarios | partition |
+partition-compare | broker | acl | plant | agent``.
 
 Errors a user can cause (a bad scenario, an unknown case) end in one line on stderr and exit
 code 2, never a traceback.
@@ -48,13 +49,25 @@ def run(
         typer.Option("--set", help="override a scenario key: table.key=value (repeatable)"),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    broker: Annotated[
+        str | None,
+        typer.Option(help="mqtt://[user:pass@]host:port (default: the scenario's, else embedded)"),
+    ] = None,
 ) -> None:
     """Run a scenario and write its results folder."""
+    _run(
+        scenario, out, seed, [*(set_ or []), *([f"comm.broker={broker}"] if broker else [])], quiet
+    )
+
+
+def _run(
+    scenario: str, out: Path | None, seed: int | None, overrides: list[str], quiet: bool
+) -> None:
     from clustersim.runner import run_scenario
     from clustersim.scenario import load_scenario
 
     try:
-        sc = load_scenario(scenario, overrides=set_ or [], seed=seed)
+        sc = load_scenario(scenario, overrides=overrides, seed=seed)
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -291,6 +304,103 @@ def scenarios() -> None:
         data, _ = read_scenario_file(name)
         rows.append((name, str(data.get("description", ""))))
     _print_list(("name", "description"), rows)
+
+
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option(help="TCP port to listen on")] = 1883,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+) -> None:
+    """Run the embedded MQTT broker (amqtt) in the foreground until Ctrl-C."""
+    from clustersim.broker.embedded import serve
+
+    console.print(f"embedded broker on mqtt://{host}:{port} (Ctrl-C stops it)")
+    try:
+        serve(host, port)
+    except ClusterSimError as exc:
+        _fail(exc)
+
+
+def _agent_names(sc: Any) -> list[str]:
+    from clustersim.runner import CLUSTER_MODES, scenario_clusters
+
+    if sc.control.mode in CLUSTER_MODES:
+        return list(scenario_clusters(sc))
+    if sc.control.mode == "centralized":
+        return ["central"]
+    return []
+
+
+@app.command()
+def acl(
+    scenario: Annotated[str, typer.Argument(help="scenario TOML path or built-in name")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the files")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a scenario key (repeatable)")
+    ] = None,
+) -> None:
+    """Write Mosquitto password and ACL files: each agent may publish only its own topics and
+    only the plant may publish measurements."""
+    from clustersim.broker.acl import write_acl_files
+    from clustersim.scenario import load_scenario
+
+    try:
+        sc = load_scenario(scenario, overrides=set_ or [])
+        names = _agent_names(sc)
+        files = write_acl_files(names, out)
+    except (ClusterSimError, OSError, ValueError) as exc:
+        _fail(exc)
+        return
+    console.print(f"nodes: plant, {', '.join(names) or '(no agents)'}")
+    for p in (files.passwd_path, files.acl_path, files.credentials_path):
+        console.print(f"wrote {p}")
+
+
+@app.command()
+def plant(
+    scenario: Annotated[str, typer.Option("--scenario", "-s", help="scenario path or name")],
+    broker: Annotated[str, typer.Option(help="mqtt://[user:pass@]host:port")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="results folder")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed (overrides run.seed)")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a scenario key (repeatable)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Run the plant of a scenario; its agents are started elsewhere with `clustersim agent`."""
+    _run(
+        scenario,
+        out,
+        seed,
+        [*(set_ or []), f"comm.broker={broker}", "comm.transport=mqtt", "run.agents=external"],
+        quiet,
+    )
+
+
+@app.command()
+def agent(
+    scenario: Annotated[str, typer.Option("--scenario", "-s", help="scenario path or name")],
+    cluster: Annotated[str, typer.Option("--cluster", "-k", help="agent name: C1.., central")],
+    broker: Annotated[str, typer.Option(help="mqtt://[user:pass@]host:port")],
+    seed: Annotated[int | None, typer.Option(help="seed (overrides run.seed)")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a scenario key (repeatable)")
+    ] = None,
+) -> None:
+    """Run one agent of a scenario against a broker until the plant ends the run."""
+    import asyncio
+
+    from clustersim.cosim import serve_agent
+    from clustersim.scenario import load_scenario
+
+    try:
+        sc = load_scenario(scenario, overrides=set_ or [], seed=seed)
+        console.print(f"agent {cluster} of {sc.name or scenario} on {broker}")
+        asyncio.run(serve_agent(sc, cluster, broker))
+    except ClusterSimError as exc:
+        _fail(exc)
+        return
+    console.print(f"agent {cluster}: run over")
 
 
 if __name__ == "__main__":  # pragma: no cover

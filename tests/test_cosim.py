@@ -227,3 +227,63 @@ def test_broker_restart_mid_run(tmp_path):
     assert res.summary["steps"] == 240
     kinds = [f["kind"] for f in res.summary["faults"]]
     assert "reconnected" in kinds
+
+
+def _cli(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "clustersim.cli", *args]
+
+
+def test_plant_and_agent_commands_across_processes(tmp_path, mqtt_broker):
+    """`clustersim plant` and `clustersim agent` as separate OS processes finish one run, with
+    the same numbers as the in-process run over the memory transport."""
+    import subprocess
+
+    sets = [a for o in SHORT for a in ("--set", o)] + ["--set", "comm.run_id=cli-run"]
+    sc = "ieee33-ev-centralized"
+    agent = subprocess.Popen(
+        _cli("agent", "--scenario", sc, "--cluster", "central", "--broker", mqtt_broker.url, *sets),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    plant = subprocess.run(
+        _cli(
+            "plant",
+            "--scenario",
+            sc,
+            "--broker",
+            mqtt_broker.url,
+            "-q",
+            "--out",
+            str(tmp_path / "cli"),
+            *sets,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out, _ = agent.communicate(timeout=60)
+    assert plant.returncode == 0, plant.stdout + plant.stderr
+    assert agent.returncode == 0, out
+    ref = _run(tmp_path, "ref", "comm.transport=memory", "comm.run_id=cli-run", scenario=sc)
+    got = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert {k: v for k, v in got.items() if k not in WALL_CLOCK_KEYS} == _summary(ref)
+
+
+def test_acl_command_names_every_node(tmp_path):
+    import subprocess
+
+    r = subprocess.run(
+        _cli("acl", "ieee33-ev-clustered", "--out", str(tmp_path / "acl")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    acl = (tmp_path / "acl" / "acl").read_text()
+    passwd = (tmp_path / "acl" / "passwd").read_text()
+    for node in ("plant", "C1", "C2", "C3", "C4", "C5"):
+        assert f"{node}:" in passwd
+    assert "setpoint" in acl and "meas" in acl

@@ -277,6 +277,16 @@ def test_embedded_port_in_use_is_a_broker_error():
         assert time.monotonic() - t0 < 10
 
 
+def test_serve_on_a_busy_port_is_a_broker_error():
+    from clustersim.broker.embedded import serve
+
+    with EmbeddedBroker(in_process=True) as b:
+        t0 = time.monotonic()
+        with pytest.raises(BrokerError, match=str(b.port)) as e:
+            serve(b.host, b.port)
+        assert "\n" not in str(e.value) and time.monotonic() - t0 < 10
+
+
 @needs_mosquitto
 def test_mosquitto_lifecycle(tmp_path):
     b = MosquittoBroker(workdir=tmp_path)
@@ -526,7 +536,7 @@ def test_will_when_connection_drops(broker):
             _cut(t)
             assert await watcher.receive(5) == will
             for _ in range(100):
-                if t.connected:
+                if t.reconnects:
                     break
                 await asyncio.sleep(0.05)
             assert [e.kind for e in t.events] == ["connected", "disconnected", "reconnected"]
@@ -574,5 +584,17 @@ def test_client_takes_over_a_stale_session(broker):
             await pub.publish(f"{base}/old/x", b"stale")
         async with MqttTransport(broker.url, cid) as new:
             assert await new.receive(0.3) is None
+
+    run(main())
+
+
+def test_mqtt_broker_fixture(mqtt_broker):
+    """The shared `mqtt_broker` fixture gives a started broker with a working ``url``."""
+
+    async def main():
+        async with MqttTransport(mqtt_broker.url, unique("f").replace("/", "-")) as t:
+            await t.subscribe("fixture/#")
+            await t.publish("fixture/x", b"1")
+            assert await t.receive(5) == ("fixture/x", b"1")
 
     run(main())
