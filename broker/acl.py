@@ -152,6 +152,9 @@ Use them with Mosquitto by adding to mosquitto.conf:
   allow_anonymous false
   password_file {passwd}
   acl_file {acl}
+  # recommended for clustersim's many small QoS 1 messages:
+  set_tcp_nodelay true
+  max_queued_messages 100000
 
 Mosquitto must be able to read both files: when it runs as user `mosquitto`, give it the
 files (`chown mosquitto: passwd acl`). Restart it, or send SIGHUP, after rewriting them.

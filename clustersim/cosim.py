@@ -486,6 +486,11 @@ def run_cosim(
     comm = scenario.comm
     mode = scenario.control.mode
     where = scenario.run.agents
+    if comm.clock != "virtual":
+        raise ScenarioError(
+            'clock = "realtime" is not available in this version (virtual time only)',
+            key="comm.clock",
+        )
     if comm.transport == "memory" and where != "tasks":
         raise ScenarioError(
             f'agents = "{where}" needs transport = "mqtt" (the memory transport lives in one '
