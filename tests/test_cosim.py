@@ -200,7 +200,8 @@ def test_killed_agent_process_falls_back(tmp_path, mqtt_broker):
     th.join(timeout=1)
     assert killed
     kinds = {(f["kind"], f["node"]) for f in res.summary["faults"]}
-    assert ("watchdog", "plant") in kinds
+    # killed before it came online (slow start on a busy machine) or while serving
+    assert ("watchdog", "plant") in kinds or ("startup", "plant") in kinds
     assert any(k == "fallback_on" for k, _ in kinds)
     assert res.summary["steps"] == 180  # the run completed
 
