@@ -235,7 +235,6 @@ class AgentRecord:
     """What one agent keeps for the results (fronts for the Pareto figures, its faults)."""
 
     fronts: dict[tuple[int, str], Any] = field(default_factory=dict)
-    decisions: list[Decision] = field(default_factory=list)
 
 
 class AgentNode(Node):

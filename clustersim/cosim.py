@@ -26,7 +26,6 @@ import json
 import math
 import multiprocessing as mp
 import re
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from clustersim.broker.channel import Channel
 from clustersim.broker.envelope import BROADCAST, Envelope, MessageRecord, SetpointMsg
 from clustersim.broker.node import Node
 from clustersim.broker.transport import MemoryHub, Transport, open_transport
-from clustersim.errors import BrokerError, MessageError, ScenarioError
+from clustersim.errors import MessageError, ScenarioError
 from clustersim.sim.plant import Plant
 
 __all__ = ["AgentSpec", "CosimResult", "PlantNode", "run_cosim", "run_id_for"]
@@ -101,7 +100,6 @@ class CosimResult:
     control_rows: list[dict[str, Any]] = field(default_factory=list)
     message_rows: list[dict[str, Any]] = field(default_factory=list)
     fronts: dict[tuple[int, str], Any] = field(default_factory=dict)
-    faults: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     steps: pd.DataFrame | None = None
     agent_steps: pd.DataFrame | None = None
@@ -660,21 +658,3 @@ async def serve_agent(
         keep_fronts=False,
     )
     await node.run()
-
-
-def wait_broker(url: str, timeout_s: float = 10.0) -> None:
-    """Raise BrokerError unless ``url``'s host:port accepts TCP connections within the time."""
-    import socket
-
-    from clustersim.broker.transport import parse_url
-
-    addr = parse_url(url)
-    end = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((addr.host, addr.port), timeout=1.0):
-                return
-        except OSError as exc:
-            if time.monotonic() > end:
-                raise BrokerError(f"broker {url} is not reachable: {exc}") from None
-            time.sleep(0.2)

@@ -32,7 +32,6 @@ AGENT_FIELDS = (
     "setpoint_received",
     "lost",
     "late",
-    "rejected",
     "t_arrival_s",
     "age_of_information_s",
     "rounds_completed",
