@@ -21,6 +21,12 @@ deciding at the receiver whether it was lost and when it arrived:
    evaluations, compute time, age of information, rounds, its receipt records) that the
    simulator's records are made from; the plant acts only on the setpoints.
 
+In real time (``[comm] clock = "realtime"``) the same steps run against a
+:class:`~clustersim.broker.clock.RealtimeClock`: a message the channel delivers is held until its
+delivery instant (latency as a real delay), a lost one is dropped, a solve lasts its wall time
+times the speed factor, and a round waits for its neighbours only until the deadline's wall
+instant. Nothing is reproducible then; the protocol is the same.
+
 Every protocol message is always sent, so a receiver never guesses whether one is still coming;
 the wall-clock watchdog only turns a peer that went silent into a recorded fault.
 """
@@ -40,6 +46,7 @@ import pandapower as pp
 from clustersim.agents.control import Controller, Decision
 from clustersim.agents.network import assign_buses, radial_tree
 from clustersim.broker.channel import Channel
+from clustersim.broker.clock import RealtimeClock
 from clustersim.broker.envelope import BROADCAST, MeasBody, MessageRecord
 from clustersim.broker.node import Node
 from clustersim.broker.transport import Transport
@@ -228,6 +235,8 @@ class AgentSettings:
     compute: ComputeModel = field(default_factory=ComputeModel)
     watchdog_s: float = 30.0
     plant_step_s: float = 60.0
+    speed: float | None = None
+    """real time: simulated seconds per wall second; ``None``: virtual time"""
 
 
 @dataclass
@@ -277,6 +286,8 @@ class AgentNode(Node):
         self._meas_t = 0.0
         self.stopped = False
         self._dead: set[str] = set()
+        self.clock = RealtimeClock(self.settings.speed) if self.settings.speed else None
+        self._refused_seen = 0
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> AgentRecord:
@@ -301,6 +312,8 @@ class AgentNode(Node):
         spi = max(1, round(s.interval_s / s.plant_step_s))
         loop = asyncio.get_running_loop()
         end = loop.time() + s.watchdog_s * (s.rounds + 4)
+        if self.clock is not None:  # the next measurement is due at the interval's wall instant
+            end += self.clock.wall_until(n * s.interval_s)
         while not self.stopped:
             if loop.time() > end and n > 0:
                 await self.fault("watchdog", f"no measurement from {PLANT}", n)
@@ -316,7 +329,12 @@ class AgentNode(Node):
         elif env.body.event == "start":  # the plant is waiting for us: say we are here
             await self.status("online")
 
-    def _deliver(self, env: Any, nbytes: int, deadline_s: float) -> tuple[MessageRecord, bool]:
+    async def _deliver(
+        self, env: Any, nbytes: int, deadline_s: float
+    ) -> tuple[MessageRecord, bool]:
+        """The channel's verdict on a received message: its record, and whether it may be used
+        (neither lost nor after ``deadline_s``). In real time a usable message is held until its
+        delivery instant."""
         d = self.channel.deliver(env.src, self.me, env.seq, env.t_send_s)
         late = (not d.lost) and d.t_deliver_s > deadline_s
         rec = MessageRecord(
@@ -332,6 +350,8 @@ class AgentNode(Node):
             lost=d.lost,
             late=late,
         )
+        if self.clock is not None and not d.lost and not late:
+            await self.clock.sleep_until(d.t_deliver_s)
         return rec, not d.lost and not late
 
     def _solve(
@@ -355,23 +375,31 @@ class AgentNode(Node):
         prep.optimizer.run()
         dec = c.finish(prep)
         wall = time.perf_counter() - t_wall
+        if self.clock is not None:
+            return dec, self.clock.simulated(wall)
         return dec, self.settings.compute.seconds(int(dec.result.evaluations), wall)
+
+    def _now(self, t_virtual: float) -> float:
+        """The agent's current simulated instant: computed in virtual time, read in real time."""
+        return t_virtual if self.clock is None else self.clock.now_s()
 
     async def interval(self, n: int, env: Any, nbytes: int) -> None:
         s = self.settings
         t0 = n * s.interval_s
         deadline = t0 + s.deadline_s
         records: list[MessageRecord] = []
-        rec, used = self._deliver(env, nbytes, deadline)
+        if self.clock is not None and not self.clock.started:
+            self.clock.start(float(env.t_send_s))  # align on the plant's clock
+        rec, used = await self._deliver(env, nbytes, deadline)
         records.append(rec)
-        t = t0
+        t = self._now(t0)
         if used:
             self._meas = measurement_from_body(
                 env.body, self.controller.grid.net, self.labels, s.plant_step_s
             )
             self._meas_t = float(env.t_send_s)
             assert rec.t_deliver_s is not None
-            t = rec.t_deliver_s
+            t = self._now(rec.t_deliver_s)
         meas = self._meas
         sent = 0
         info: dict[str, Any] = {}
@@ -379,7 +407,7 @@ class AgentNode(Node):
         if meas is not None:
             dec, compute = self._solve(n, meas, None, {}, ())
             decisions = [dec]
-            t += compute
+            t = self._now(t + compute)
             computed = compute
             vm_up: float | None = None
             pq: dict[tuple[str, int], tuple[float, float]] = {}
@@ -413,13 +441,19 @@ class AgentNode(Node):
                 for nb in self.neighbours:
                     if nb in self._dead and not self.has("boundary", nb, n, r):
                         continue
-                    got = await self.expect("boundary", nb, n, r, timeout_s=s.watchdog_s)
-                    if got is None:
-                        self._dead.add(nb)
-                        await self.fault("watchdog", f"no boundary message from {nb}", n)
-                        continue
+                    if self.clock is None:
+                        got = await self.expect("boundary", nb, n, r, timeout_s=s.watchdog_s)
+                        if got is None:
+                            self._dead.add(nb)
+                            await self.fault("watchdog", f"no boundary message from {nb}", n)
+                            continue
+                    else:  # real time: what has not come by the deadline is late
+                        wait = max(0.0, self.clock.wall_until(deadline))
+                        got = await self.expect("boundary", nb, n, r, timeout_s=wait)
+                        if got is None:
+                            continue
                     benv, bb = got
-                    brec, ok = self._deliver(benv, bb, deadline)
+                    brec, ok = await self._deliver(benv, bb, deadline)
                     records.append(brec)
                     if not ok:
                         continue
@@ -438,8 +472,9 @@ class AgentNode(Node):
                                 float(body.q_mvar.get(tie.label, 0.0)),
                             )
                 if not fresh:
+                    t = self._now(t)
                     continue
-                t = max(t, t_info)
+                t = self._now(max(t, t_info))
                 if t >= deadline:
                     continue
                 new, compute = self._solve(n, meas, vm_up, pq, [dec.result.x])
@@ -447,7 +482,7 @@ class AgentNode(Node):
                 if t + compute <= deadline:
                     dec = new
                     decisions.append(new)
-                    t += compute
+                    t = self._now(t + compute)
                     completed += 1
                 else:  # abandoned at the deadline: the previous decision stands
                     t = deadline
@@ -464,8 +499,11 @@ class AgentNode(Node):
                 )
         sent += 1
         info["sent"] = sent
-        info["messages"] = [m.model_dump() for m in records]
         info["rejected"] = self.rejected_counts()
+        records.extend(self.refused_records(self._refused_seen))
+        self._refused_seen = len(self.refused)
+        info["messages"] = [m.model_dump() for m in records]
+        t = self._now(t)
         await self.send(
             "setpoint", PLANT, step=n, t_send_s=t, body={"setpoints": setpoints, "info": info}
         )

@@ -161,7 +161,9 @@ class MessageRecord(_Model):
     """One received message as its receiver judged it (a row of ``messages.parquet``).
 
     ``t_deliver_s`` is the channel model's delivery time (None when lost), ``late`` that it
-    arrived after the receiver's deadline, ``rejected`` that the receiver's guard refused it.
+    arrived after the receiver's deadline, ``rejected`` that the receiver's guard refused it
+    (``reason``: why; ``step``, ``round``, ``seq``, ``t_send_s`` are then what the payload said, 0
+    where it said nothing readable).
     """
 
     kind: Kind
@@ -176,6 +178,7 @@ class MessageRecord(_Model):
     lost: bool = False
     late: bool = False
     rejected: bool = False
+    reason: Annotated[str, StringConstraints(max_length=32)] = ""
 
 
 class DecisionInfo(_Model):

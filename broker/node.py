@@ -20,21 +20,27 @@ It owns what every node of the virtual-time protocol (DESIGN.md, "Time") does al
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from clustersim.broker.envelope import (
     BROADCAST,
+    MAX_SEQ,
     AclRule,
     ClockMsg,
     Envelope,
     EnvelopeError,
     Inbox,
     LogMsg,
+    MessageRecord,
     StatusMsg,
     encode,
     make_envelope,
@@ -62,13 +68,30 @@ class Fault:
     wall_time_s: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "kind": self.kind,
-            "detail": self.detail,
-            "step": self.step,
-            "wall_time_s": round(self.wall_time_s, 3),
-        }
+        """The fault as ``summary.json`` lists it: no wall-clock time, so that a fault the
+        channel model causes (a fallback after lost setpoints) is the same in every run of the
+        scenario and seed."""
+        return {"node": self.node, "kind": self.kind, "detail": self.detail, "step": self.step}
+
+
+def _lenient_header(payload: bytes) -> dict[str, Any]:
+    """``step``, ``round``, ``seq``, ``t_send_s`` of a refused payload, where it has readable
+    ones (for its row in ``messages.parquet``); nothing else of it is trusted."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for key in ("step", "round", "seq"):
+        v = doc.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SEQ:
+            out[key] = v
+    t = doc.get("t_send_s")
+    if isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) and t >= 0:
+        out["t_send_s"] = float(t)
+    return out
 
 
 class Node:
@@ -196,6 +219,7 @@ class Node:
                 entry.update(kind=kind, src=src, dst=dst)
             except EnvelopeError:
                 pass
+            entry.update(_lenient_header(payload))
             self.refused.append(entry)
             return True
         if isinstance(env, StatusMsg):
@@ -271,3 +295,30 @@ class Node:
 
     def rejected_counts(self) -> dict[str, int]:
         return dict(self.inbox.rejected)
+
+    def refused_records(self, start: int = 0) -> list[MessageRecord]:
+        """Rows of ``messages.parquet`` (``rejected`` true) for the refused messages from index
+        ``start`` on whose topic named a kind, sender and receiver (the others are only
+        counted, by reason)."""
+        out = []
+        for e in self.refused[start:]:
+            if "kind" not in e:
+                continue
+            try:
+                out.append(
+                    MessageRecord(
+                        kind=e["kind"],
+                        src=e["src"],
+                        dst=e["dst"],
+                        step=e.get("step", 0),
+                        round=e.get("round", 0),
+                        seq=e.get("seq", 0),
+                        bytes=min(int(e["bytes"]), MAX_SEQ),
+                        t_send_s=e.get("t_send_s", 0.0),
+                        rejected=True,
+                        reason=str(e["reason"])[:32],
+                    )
+                )
+            except ValidationError:  # a topic level our schema would not name a node by
+                continue
+        return out

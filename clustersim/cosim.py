@@ -45,6 +45,7 @@ from clustersim.agents.node import (
     meas_body,
 )
 from clustersim.broker.channel import Channel
+from clustersim.broker.clock import RealtimeClock
 from clustersim.broker.envelope import BROADCAST, Envelope, MessageRecord, SetpointMsg
 from clustersim.broker.node import Node
 from clustersim.broker.transport import MemoryHub, Transport, open_transport
@@ -93,6 +94,8 @@ class CosimSettings:
     watchdog_s: float = 30.0
     startup_timeout_s: float = 120.0
     agent_timeout_s: float = 1800.0
+    speed: float | None = None
+    """real time: simulated seconds per wall second; ``None``: virtual time"""
 
 
 @dataclass
@@ -145,6 +148,10 @@ class PlantNode(Node):
         self._local: dict[str, Any] = {}
         self.result = CosimResult(controllers=[s.name for s in specs])
         self._agent_rejected: dict[str, dict[str, int]] = {}
+        self._schedule: dict[int, list[tuple[float, str, dict[str, dict[str, float]]]]] = {}
+        """setpoints waiting for the plant step at which they take effect (may be the next
+        interval's first step)"""
+        self.clock = RealtimeClock(settings.speed) if settings.speed else None
 
     # ------------------------------------------------------------------ checks
     def _check(self, env: Envelope) -> str | None:
@@ -175,35 +182,25 @@ class PlantNode(Node):
         for name in sorted(waiting):
             self.dead.add(name)
             await self.fault("startup", f"agent {name} did not come online", 0)
+        if self.clock is not None:
+            self.clock.start(0.0)
 
     async def interval(self, n: int) -> dict[str, Any]:
         """Control interval ``n``: measurements out, setpoints in, plant steps (module doc)."""
+        if self.clock is not None:
+            return await self._interval_realtime(n)
         plant, cfg, spi = self.plant, self.cfg, self.spi
         self.current = n
         k0 = n * spi
         k1 = min(k0 + spi, plant.n_steps)
-        dt = float(plant.plant_step_s)
-        t0 = k0 * dt
-        meas = plant.measure()
-        sent = 0
-        for s in self.specs:
-            await self.send(
-                "meas",
-                s.name,
-                step=k0,
-                t_send_s=t0,
-                body=meas_body(meas, s.buses, plant.net, s.boundaries),
-            )
-            sent += 1
+        t0 = k0 * float(plant.plant_step_s)
+        sent = await self._send_measurements(k0, t0)
         loop = asyncio.get_running_loop()
         wall_end = loop.time() + cfg.watchdog_s * (cfg.rounds + 2)
-        schedule: dict[int, list[tuple[float, str, dict[str, dict[str, float]]]]] = {}
-        states: dict[str, dict[str, Any]] = {}
+        states: dict[str, dict[str, Any]] = {s.name: _fresh_state() for s in self.specs}
         rows_before = len(self.result.message_rows)
         for s in self.specs:
             name = s.name
-            st: dict[str, Any] = {"setpoint_received": False, "lost": False, "late": False}
-            states[name] = st
             if name in self.dead and not self.has("setpoint", name, n):
                 continue
             got = await self.expect(
@@ -215,72 +212,137 @@ class PlantNode(Node):
                 continue
             self.dead.discard(name)
             env, nbytes = got
-            assert isinstance(env, SetpointMsg)
-            d = self.channel.deliver(name, PLANT, env.seq, env.t_send_s)
-            late = (not d.lost) and d.t_deliver_s >= t0 + cfg.interval_s
-            applied = None
-            if not d.lost and not late:
-                applied = max(k0, k0 + math.ceil((d.t_deliver_s - t0) / dt - 1e-9))
-                schedule.setdefault(applied, []).append(
-                    (d.t_deliver_s, name, {k: dict(v) for k, v in env.body.setpoints.items()})
-                )
-            rec = MessageRecord(
-                kind="setpoint",
-                src=name,
-                dst=PLANT,
-                step=n,
-                seq=env.seq,
-                bytes=nbytes,
-                t_send_s=env.t_send_s,
-                t_deliver_s=None if d.lost else d.t_deliver_s,
-                lost=d.lost,
-                late=late,
-            )
-            st.update(
-                setpoint_received=True,
-                lost=d.lost,
-                late=late,
-                t_arrival_s=None if d.lost else d.t_deliver_s,
-            )
-            self.result.message_rows.append(rec.model_dump())
-            info = env.body.info
-            if info is not None:
-                self.result.message_rows.extend(m.model_dump() for m in info.messages)
-                sent += info.sent
-                st.update(
-                    age_of_information_s=info.age_of_information_s,
-                    rounds_completed=info.rounds_completed,
-                )
-                self.result.control_rows.append(
-                    _control_row(n, t0, name, env, info, d.lost, late, applied)
-                )
-                self._agent_rejected[name] = dict(info.rejected)
+            sent += self._take_setpoint(name, env, nbytes, states[name], k_min=k0)
         for k in range(k0, k1):
-            for t_arr, name, sps in sorted(schedule.get(k, []), key=lambda x: (x[0], x[1])):
-                for dev, values in sps.items():
-                    try:
-                        plant.set_setpoint(dev, **values)
-                    except MessageError as exc:  # checked at receipt; kept as a guard
-                        self.result.rejected.append(str(exc))
-                self.last_ok[name] = t_arr
-                if name in self.fallback:
-                    self.fallback.discard(name)
-                    await self.fault("fallback_off", f"{name} is back in control", n)
-            t_k = k * dt
+            await self._plant_step(k, n)
+        return self._interval_result(states, sent, rows_before)
+
+    async def _interval_realtime(self, n: int) -> dict[str, Any]:
+        """Interval ``n`` in real time: the plant steps at their wall instants, and whatever
+        setpoints have arrived by a step's start (their channel delivery instant included) take
+        effect at it; a setpoint still missing at the interval's end is not waited for (it is
+        late when it comes)."""
+        plant, clock, spi = self.plant, self.clock, self.spi
+        assert clock is not None
+        self.current = n - 1  # a setpoint of the previous interval is late, not stale
+        k0 = n * spi
+        k1 = min(k0 + spi, plant.n_steps)
+        dt = float(plant.plant_step_s)
+        await clock.sleep_until(k0 * dt)
+        sent = await self._send_measurements(k0, clock.now_s())
+        states: dict[str, dict[str, Any]] = {s.name: _fresh_state() for s in self.specs}
+        rows_before = len(self.result.message_rows)
+        for k in range(k0, k1):
+            await clock.sleep_until(k * dt)
+            while await self.pump(0.0):  # everything the transport holds now
+                pass
             for s in self.specs:
-                if s.name not in self.fallback and t_k - self.last_ok[s.name] > cfg.agent_timeout_s:
-                    self.fallback.add(s.name)
-                    await self.fault(
-                        "fallback_on",
-                        f"agent {s.name} silent for {t_k - self.last_ok[s.name]:.0f} s: "
-                        "its devices go to local control",
-                        n,
-                    )
-            plant.step()
-            if self.fallback:
-                self._run_fallback()
-            if self.progress is not None:
-                self.progress(plant.step_index)
+                for m in (n - 1, n):
+                    if self.has("setpoint", s.name, m):
+                        got = await self.expect("setpoint", s.name, m, timeout_s=0.0)
+                        assert got is not None
+                        env, nbytes = got
+                        st = states[s.name] if m == n else _fresh_state()
+                        sent += self._take_setpoint(s.name, env, nbytes, st, k_min=k)
+            await self._plant_step(k, n)
+        return self._interval_result(states, sent, rows_before)
+
+    async def _send_measurements(self, k0: int, t_send_s: float) -> int:
+        meas = self.plant.measure()
+        for s in self.specs:
+            await self.send(
+                "meas",
+                s.name,
+                step=k0,
+                t_send_s=t_send_s,
+                body=meas_body(meas, s.buses, self.plant.net, s.boundaries),
+            )
+        return len(self.specs)
+
+    def _take_setpoint(
+        self, name: str, env: Envelope, nbytes: int, st: dict[str, Any], *, k_min: int
+    ) -> int:
+        """Judge one received setpoint (channel verdict: lost, late, arrival instant), schedule
+        it for the first plant step at or after its arrival (not before ``k_min``), and keep its
+        records. Returns the messages the agent reports having sent for it."""
+        assert isinstance(env, SetpointMsg)
+        n = env.step
+        dt = float(self.plant.plant_step_s)
+        k0 = n * self.spi
+        t0 = k0 * dt
+        d = self.channel.deliver(name, PLANT, env.seq, env.t_send_s)
+        late = (not d.lost) and d.t_deliver_s >= t0 + self.cfg.interval_s
+        applied = None
+        if not d.lost and not late:
+            applied = max(k_min, k0 + math.ceil((d.t_deliver_s - t0) / dt - 1e-9))
+            self._schedule.setdefault(applied, []).append(
+                (d.t_deliver_s, name, {k: dict(v) for k, v in env.body.setpoints.items()})
+            )
+        rec = MessageRecord(
+            kind="setpoint",
+            src=name,
+            dst=PLANT,
+            step=n,
+            seq=env.seq,
+            bytes=nbytes,
+            t_send_s=env.t_send_s,
+            t_deliver_s=None if d.lost else d.t_deliver_s,
+            lost=d.lost,
+            late=late,
+        )
+        st.update(
+            setpoint_received=True,
+            lost=d.lost,
+            late=late,
+            t_arrival_s=None if d.lost else d.t_deliver_s,
+        )
+        self.result.message_rows.append(rec.model_dump())
+        info = env.body.info
+        if info is None:
+            return 0
+        self.result.message_rows.extend(m.model_dump() for m in info.messages)
+        st.update(
+            age_of_information_s=info.age_of_information_s,
+            rounds_completed=info.rounds_completed,
+        )
+        self.result.control_rows.append(_control_row(n, t0, name, env, info, d.lost, late, applied))
+        self._agent_rejected[name] = dict(info.rejected)
+        return int(info.sent)
+
+    async def _plant_step(self, k: int, n: int) -> None:
+        """Plant step ``k`` (of interval ``n``): the setpoints scheduled for it in arrival order,
+        the fallback hand-over of agents silent for longer than ``agent_timeout_s``, the power
+        flow."""
+        plant, cfg = self.plant, self.cfg
+        for t_arr, name, sps in sorted(self._schedule.pop(k, []), key=lambda x: (x[0], x[1])):
+            for dev, values in sps.items():
+                try:
+                    plant.set_setpoint(dev, **values)
+                except MessageError as exc:  # checked at receipt; kept as a guard
+                    self.result.rejected.append(str(exc))
+            self.last_ok[name] = t_arr
+            if name in self.fallback:
+                self.fallback.discard(name)
+                await self.fault("fallback_off", f"{name} is back in control", n)
+        t_k = k * float(plant.plant_step_s)
+        for s in self.specs:
+            if s.name not in self.fallback and t_k - self.last_ok[s.name] > cfg.agent_timeout_s:
+                self.fallback.add(s.name)
+                await self.fault(
+                    "fallback_on",
+                    f"agent {s.name} silent for {t_k - self.last_ok[s.name]:.0f} s: "
+                    "its devices go to local control",
+                    n,
+                )
+        plant.step()
+        if self.fallback:
+            self._run_fallback()
+        if self.progress is not None:
+            self.progress(plant.step_index)
+
+    def _interval_result(
+        self, states: dict[str, dict[str, Any]], sent: int, rows_before: int
+    ) -> dict[str, Any]:
         new_rows = self.result.message_rows[rows_before:]
         for name, st in states.items():
             st["fallback"] = name in self.fallback
@@ -330,6 +392,10 @@ class PlantNode(Node):
             if names <= off:
                 break
             await self.pump(max(0.01, end - loop.time()))
+
+
+def _fresh_state() -> dict[str, Any]:
+    return {"setpoint_received": False, "lost": False, "late": False}
 
 
 def _control_row(
@@ -442,7 +508,12 @@ def cosim_settings(scenario: Any) -> CosimSettings:
         watchdog_s=c.watchdog_s,
         startup_timeout_s=c.startup_timeout_s,
         agent_timeout_s=c.agent_timeout_s,
+        speed=_speed(scenario),
     )
+
+
+def _speed(scenario: Any) -> float | None:
+    return float(scenario.comm.speed) if scenario.comm.clock == "realtime" else None
 
 
 def agent_settings(scenario: Any) -> AgentSettings:
@@ -455,6 +526,7 @@ def agent_settings(scenario: Any) -> AgentSettings:
         compute=ComputeModel(m.compute_time, m.compute_fixed_s, m.compute_per_evaluation_s),
         watchdog_s=float(c.watchdog_s),
         plant_step_s=float(scenario.run.plant_step_s),
+        speed=_speed(scenario),
     )
 
 
@@ -484,11 +556,6 @@ def run_cosim(
     comm = scenario.comm
     mode = scenario.control.mode
     where = scenario.run.agents
-    if comm.clock != "virtual":
-        raise ScenarioError(
-            'clock = "realtime" is not available in this version (virtual time only)',
-            key="comm.clock",
-        )
     if comm.transport == "memory" and where != "tasks":
         raise ScenarioError(
             f'agents = "{where}" needs transport = "mqtt" (the memory transport lives in one '
@@ -580,7 +647,12 @@ def run_cosim(
         for p in procs:
             p.join(timeout=10)
         result = pnode.result
+        result.message_rows.extend(r.model_dump() for r in pnode.refused_records())
         result.summary = comm_summary(pnode)
+        result.summary["clock"] = comm.clock
+        result.summary["reproducible"] = (
+            comm.clock == "virtual" and scenario.control.compute_time != "measured"
+        )
         result.steps, result.agent_steps = model.tables()
         return result
     finally:

@@ -44,8 +44,10 @@ MESSAGE_COLUMNS = [
     "lost",
     "late",
     "rejected",
+    "reason",
 ]
-"""columns of messages.parquet: one row per protocol message, as its receiver judged it"""
+"""columns of messages.parquet: one row per protocol message, as its receiver judged it
+(``rejected`` rows: refused by the receiver's guard, ``reason`` says why)"""
 
 IMPLEMENTED_MODES = ("none", "local", "centralized", "clustered", "active-only", "reactive-only")
 CLUSTER_MODES = ("clustered", "active-only", "reactive-only")

@@ -161,6 +161,11 @@ class CommConfig(ChannelSettings):
     transport: Literal["mqtt", "memory"] = "mqtt"
     broker: str = Field(default="", description="empty: embedded broker; else mqtt://host:port")
     clock: Literal["virtual", "realtime"] = "virtual"
+    speed: float = Field(
+        default=60.0,
+        gt=0,
+        description="clock = realtime: simulated seconds per wall second (1 = real time)",
+    )
     run_id: str = Field(
         default="",
         pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?$",

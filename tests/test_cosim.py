@@ -84,6 +84,53 @@ def test_loss_and_latency_change_the_run(tmp_path):
     assert slow.summary["mean_age_of_information_s"] > clean.summary["mean_age_of_information_s"]
 
 
+def test_channel_faults_are_part_of_the_deterministic_summary(tmp_path):
+    """A fallback the channel causes (every setpoint of C1 lost for longer than the agent
+    timeout) is recorded as a fault, identically in two runs: no wall-clock time in it."""
+    lossy = [
+        "comm.transport=memory",
+        "comm.agent_timeout_s=600",
+        "comm.links=[{src='C1', dst='plant', loss={model='bernoulli', p=1.0}}]",
+    ]
+    a = _run(tmp_path, "a", *lossy)
+    b = _run(tmp_path, "b", *lossy)
+    kinds = [(f["node"], f["kind"]) for f in a.summary["faults"]]
+    assert ("plant", "fallback_on") in kinds
+    assert all("wall_time_s" not in f for f in a.summary["faults"])
+    assert _summary(a) == _summary(b)
+    assert a.summary["reproducible"] is True and a.summary["clock"] == "virtual"
+
+
+def test_realtime_clock(tmp_path):
+    """Real time at 900 simulated s per wall s (one interval per second): the run completes,
+    latency is a real delay, and the summary says the results are not reproducible."""
+    res = _run(
+        tmp_path,
+        "rt",
+        "comm.transport=memory",
+        "comm.clock=realtime",
+        "comm.speed=900",
+        "comm.loss.p=0",
+        "comm.latency.dist=constant",
+        "comm.latency.mean_ms=5000",
+    )
+    s = res.summary
+    assert s["clock"] == "realtime" and s["reproducible"] is False
+    assert s["steps"] == 60 and s["powerflow_failures"] == 0
+    assert s["controllers"] == 5 and s["messages_sent"] > 0
+    assert s["latency_p50_ms"] == pytest.approx(5000.0)
+    # 1 h simulated at 900x: about 4 s of wall time for the run loop, not less
+    assert 3.5 < s["run_loop_wall_time_s"] < 60
+    ctl = pd.read_parquet(res.out_dir / "control.parquet")
+    assert len(ctl) == 4 * 5
+    # every decision came at least one latency after its measurement was sent
+    assert (ctl.age_of_information_s >= 5.0 - 1e-6).all()
+    applied = ctl[ctl.applied_step >= 0]
+    assert len(applied) > 0
+    # applied at the first plant step after the setpoint's delivery (5 s after sending)
+    assert (applied.applied_step * 60 >= applied.t_sent_s + 5.0 - 1e-6).all()
+
+
 class _Intruder(threading.Thread):
     """A foreign MQTT client that publishes bad messages into a running run."""
 
@@ -164,6 +211,15 @@ def test_bad_messages_are_rejected_and_counted(tmp_path, mqtt_broker):
     a = pd.read_parquet(attacked.out_dir / "timeseries.parquet")
     c = pd.read_parquet(clean.out_dir / "timeseries.parquet")
     assert a.equals(c)  # the plant is unaffected
+    # every refused message whose topic named a sender has its row in messages.parquet
+    msgs = pd.read_parquet(attacked.out_dir / "messages.parquet")
+    rej = msgs[msgs.rejected]
+    assert len(rej) >= 6 and set(rej.dst) == {"plant"}
+    assert {"json", "schema", "acl", "replay"} <= set(rej.reason), rej.reason.tolist()
+    assert any(r.startswith("range") for r in rej.reason)
+    assert not (rej.lost | rej.late).any() and rej.t_deliver_s.isna().all()
+    assert set(rej[rej.reason == "acl"].src) == {"intruder"}
+    assert not pd.read_parquet(clean.out_dir / "messages.parquet").rejected.any()
 
 
 @pytest.mark.slow
