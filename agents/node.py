@@ -455,12 +455,12 @@ class AgentNode(Node):
                     benv, bb = got
                     brec, ok = await self._deliver(benv, bb, deadline)
                     records.append(brec)
-                    if not ok:
+                    body = benv.body
+                    if not ok or not (body.vm_pu or body.p_mw):  # lost, late, or empty
                         continue
                     fresh = True
                     assert brec.t_deliver_s is not None
                     t_info = max(t_info, brec.t_deliver_s)
-                    body = benv.body
                     if self.parent_tie is not None and nb == self.parent_tie.parent:
                         v = body.vm_pu.get(self.parent_tie.bus_label)
                         if v is not None:
@@ -497,6 +497,8 @@ class AgentNode(Node):
                     r_.population_f,
                     r_.population_cv,
                 )
+        else:  # nothing to decide on yet: keep the protocol, say "no values" in every round
+            sent += await self._empty_rounds(n, t, deadline, records)
         sent += 1
         info["sent"] = sent
         info["rejected"] = self.rejected_counts()
@@ -507,6 +509,31 @@ class AgentNode(Node):
         await self.send(
             "setpoint", PLANT, step=n, t_send_s=t, body={"setpoints": setpoints, "info": info}
         )
+
+    async def _empty_rounds(
+        self, n: int, t: float, deadline: float, records: list[MessageRecord]
+    ) -> int:
+        """The coordination rounds of an agent that has no measurement yet (its first one was
+        lost): it still sends its round messages, empty, and takes its neighbours', so that no
+        neighbour waits for a message that is not coming. Returns the messages sent."""
+        s = self.settings
+        sent = 0
+        for r in range(1, s.rounds + 1 if self.neighbours else 1):
+            for nb in self.neighbours:
+                await self.send("boundary", nb, step=n, round=r, t_send_s=self._now(t), body={})
+                sent += 1
+            for nb in self.neighbours:
+                if nb in self._dead and not self.has("boundary", nb, n, r):
+                    continue
+                wait = s.watchdog_s if self.clock is None else self.clock.wall_until(deadline)
+                got = await self.expect("boundary", nb, n, r, timeout_s=wait)
+                if got is None:
+                    if self.clock is None:
+                        self._dead.add(nb)
+                        await self.fault("watchdog", f"no boundary message from {nb}", n)
+                    continue
+                records.append((await self._deliver(*got, deadline))[0])
+        return sent
 
     def _info(
         self,

@@ -1,5 +1,5 @@
 """Command line: ``clustersim run | cases | case-info | presets | scenarios | partition |
-partition-compare | broker | acl | plant | agent``.
+partition-compare | broker | acl | plant | agent | compare | sweep | reproduce``.
 
 Errors a user can cause (a bad scenario, an unknown case) end in one line on stderr and exit
 code 2, never a traceback.
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -105,8 +106,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table.add_column("kpi")
     table.add_column("value", justify="right")
     for k, v in summary.items():
-        if k == "powerflow_failure_steps":
+        if k in ("powerflow_failure_steps", "wall_clock_keys"):
             continue
+        if k == "faults" and isinstance(v, list):  # one line: how many of each kind
+            kinds: dict[str, int] = {}
+            for f in v:
+                kinds[str(f.get("kind"))] = kinds.get(str(f.get("kind")), 0) + 1
+            v = ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "none"
         table.add_row(k, _fmt(v))
     console.print(table)
 
@@ -401,6 +407,222 @@ def agent(
         _fail(exc)
         return
     console.print(f"agent {cluster}: run over")
+
+
+# ------------------------------------------------------------------ experiments (issue 6)
+
+_SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="override a scenario key of every run: table.key=value (repeatable)"
+    ),
+]
+_JobsOpt = Annotated[
+    int, typer.Option("--jobs", "-j", min=1, help="runs at a time, each in its own process")
+]
+_QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
+
+
+@contextmanager
+def _experiment_bar(quiet: bool, serial: bool) -> Iterator[Any]:
+    """A rich progress bar over the runs (and, for serial runs, the current run's plant steps);
+    yields the experiment's :class:`~clustersim.experiments.Hooks`. The bar appears when the
+    runs start, so an error found while planning stays one line."""
+    from clustersim.experiments import Hooks
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=False,
+    )
+    runs = bar.add_task("runs", total=None)
+    steps = bar.add_task("plant steps", total=None, visible=False)
+    started = False
+
+    def on_plan(n: int) -> None:
+        nonlocal started
+        if not started:
+            bar.start()
+            started = True
+        bar.reset(runs, total=n, description="runs")
+
+    def on_done(o: Any, done: int, total: int) -> None:
+        bar.update(runs, completed=done, description=f"runs (last: {o.job.label})")
+        if not o.ok:
+            bar.console.print(f"[yellow]run {o.job.label} failed:[/] {o.error}", highlight=False)
+
+    def on_run_start(job: Any, n: int) -> None:
+        bar.reset(steps, total=n, description=f"  {job.label}", visible=True)
+
+    def on_step(k: int) -> None:
+        bar.update(steps, completed=k)
+
+    try:
+        yield Hooks(
+            on_plan=on_plan,
+            on_done=on_done,
+            on_run_start=on_run_start if serial else None,
+            on_step=on_step if serial else None,
+        )
+    finally:
+        if started:
+            bar.stop()
+
+
+def _print_frame(frame: Any, title: str) -> None:
+    from clustersim.experiments import _fmt_cell
+
+    table = Table(title=title, show_header=True)
+    for col in frame.columns:
+        numeric = frame[col].dtype.kind in "iuf"
+        table.add_column(str(col), justify="right" if numeric else "left", no_wrap=not numeric)
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_fmt_cell(v) for v in row))
+    console.print(table)
+
+
+def _end_experiment(out: Path, outcomes: Sequence[Any]) -> None:
+    failed = [o for o in outcomes if not o.ok]
+    console.print(f"results: [bold]{out}[/]")
+    if failed and len(failed) == len(outcomes):
+        err_console.print("[bold red]error:[/] every run failed (see the error column)")
+        raise typer.Exit(code=1)
+    if failed:
+        err_console.print(f"[yellow]{len(failed)} of {len(outcomes)} runs failed[/] (error column)")
+
+
+@app.command()
+def compare(
+    scenarios: Annotated[
+        list[str], typer.Argument(help="scenario TOML paths or built-in names (two or more)")
+    ],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="seed of every run (default: the first scenario's)")
+    ] = None,
+    set_: _SetOpt = None,
+    jobs: _JobsOpt = 1,
+    quiet: _QuietOpt = False,
+) -> None:
+    """Run scenarios on identical plant, profiles and seed; write and print the KPI table
+    (compare.csv, compare.md) and the overlay figures."""
+    from clustersim.compare import compare as run_compare
+    from clustersim.experiments import default_out
+
+    out = out or default_out("compare")
+    try:
+        with _experiment_bar(quiet, jobs == 1) as hooks:
+            res = run_compare(
+                scenarios, out, overrides=set_ or [], seed=seed, n_jobs=jobs, hooks=hooks
+            )
+    except (ClusterSimError, OSError) as exc:
+        _fail(exc)
+        return
+    _print_frame(res.shown, "compare")
+    _end_experiment(out, res.outcomes)
+
+
+@app.command()
+def sweep(
+    scenario: Annotated[str, typer.Argument(help="scenario TOML path or built-in name")],
+    grid: Annotated[
+        list[str],
+        typer.Option(
+            "--grid",
+            "-g",
+            help="grid axis key.path=v1,v2,... (repeatable; values parsed like --set values)",
+        ),
+    ],
+    repeats: Annotated[
+        int, typer.Option("--repeats", "-r", min=1, help="runs per point, seeds derived")
+    ] = 1,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder")] = None,
+    seed: Annotated[int | None, typer.Option(help="base seed (default: run.seed)")] = None,
+    set_: _SetOpt = None,
+    kpi: Annotated[
+        list[str] | None,
+        typer.Option("--kpi", help="summary.json KPI to draw (repeatable; default: headline)"),
+    ] = None,
+    jobs: _JobsOpt = 1,
+    quiet: _QuietOpt = False,
+) -> None:
+    """Run a scenario over a parameter grid (with repeats, in processes); write sweep.parquet,
+    sweep.csv and KPI-vs-parameter figures."""
+    from clustersim.experiments import default_out
+    from clustersim.sweep import plan_sweep, run_sweep
+
+    try:
+        plan = plan_sweep(scenario, grid, repeats=repeats, overrides=set_ or [], seed=seed)
+        out = out or default_out("sweep", plan.name)
+        with _experiment_bar(quiet, jobs == 1) as hooks:
+            res = run_sweep(plan, out, n_jobs=jobs, kpis=kpi, hooks=hooks)
+    except (ClusterSimError, OSError) as exc:
+        _fail(exc)
+        return
+    except KeyboardInterrupt:
+        err_console.print(f"[bold red]interrupted[/]: the finished runs are in {out}")
+        raise typer.Exit(code=130) from None
+    for w in res.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    _print_frame(res.shown, f"sweep of {plan.name}")
+    _end_experiment(res.out_dir, res.outcomes)
+
+
+@app.command()
+def reproduce(
+    name: Annotated[
+        str, typer.Argument(help="study: cluster-voltage-control | ev-ec-hi | delay-sweep")
+    ],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder")] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="2 h, light optimizer budget, smaller grids")
+    ] = False,
+    seed: Annotated[int | None, typer.Option(help="seed of every run (default: run.seed)")] = None,
+    set_: _SetOpt = None,
+    jobs: _JobsOpt = 1,
+    quiet: _QuietOpt = False,
+) -> None:
+    """Reproduce a study of the source papers: its table (CSV, Markdown, printed) and figures."""
+    from clustersim.experiments import default_out
+    from clustersim.reproduce import STUDIES
+    from clustersim.reproduce import reproduce as run_study
+
+    if name not in STUDIES:
+        _fail(ClusterSimError(f"{name}: unknown study (studies: {', '.join(STUDIES)})"))
+        return
+    out = out or default_out("reproduce", name)
+    try:
+        with _experiment_bar(quiet, jobs == 1) as hooks:
+            res = run_study(
+                name, out, quick=quick, overrides=set_ or [], seed=seed, n_jobs=jobs, hooks=hooks
+            )
+    except (ClusterSimError, OSError) as exc:
+        _fail(exc)
+        return
+    except KeyboardInterrupt:
+        err_console.print(f"[bold red]interrupted[/]: the finished runs are in {out}")
+        raise typer.Exit(code=130) from None
+    _print_frame(res.shown, f"{name}{' (quick)' if quick else ''}")
+    _end_experiment(out, res.outcomes)
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="a run, compare, sweep or reproduce folder")],
+) -> None:
+    """(Re)write FOLDER/report.html from the tables and figures in the folder."""
+    from clustersim.report import detect_kind, write_report
+
+    try:
+        path = write_report(folder, detect_kind(folder))
+    except (ClusterSimError, OSError) as exc:
+        _fail(exc)
+        return
+    console.print(f"report: [bold]{path}[/]")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -216,10 +216,11 @@ def write_results(
     control: Any = None,
     cosim: Any = None,
 ) -> None:
-    """Write the results folder (each file atomically)."""
-    import matplotlib
+    """Write the results folder (each file atomically): the tables first, then the figures
+    drawn from those tables (:func:`clustersim.figures.draw_run_figures`), then ``report.html``."""
+    from clustersim.figures import draw_run_figures, pareto_frame
+    from clustersim.report import write_report
 
-    matplotlib.use("Agg")
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = resolved_dict(scenario)
     doc["provenance"] = {**package_versions(), "seed": str(scenario.run.seed)}
@@ -228,121 +229,23 @@ def write_results(
     with _atomic(out_dir / "summary.json") as fh:
         json.dump(summary, fh, indent=2, sort_keys=False)
         fh.write("\n")
-    frame = record.to_frame().iloc[: summary["steps"]]
-    with _atomic(out_dir / "timeseries.parquet", "wb") as fh:
-        frame.to_parquet(fh, index=False)
-    _voltage_heatmap(out_dir / "figures" / "voltage_heatmap.png", record, summary, scenario)
+    tables: dict[str, pd.DataFrame | None] = {
+        "timeseries": record.to_frame().iloc[: summary["steps"]]
+    }
     if cosim is not None:
-        messages = pd.DataFrame(cosim.message_rows, columns=MESSAGE_COLUMNS)
-        for name, frame in (
-            ("messages", messages),
-            ("steps", cosim.steps),
-            ("agent_steps", cosim.agent_steps),
-        ):
-            if frame is not None:
-                with _atomic(out_dir / f"{name}.parquet", "wb") as fh:
-                    frame.to_parquet(fh, index=False)
+        tables["messages"] = pd.DataFrame(cosim.message_rows, columns=MESSAGE_COLUMNS)
+        tables["steps"] = cosim.steps
+        tables["agent_steps"] = cosim.agent_steps
     if control is not None and control.rows:
-        with _atomic(out_dir / "control.parquet", "wb") as fh:
-            control.frame().to_parquet(fh, index=False)
-        _pareto_figures(out_dir / "figures", record, summary, scenario, control)
-
-
-def _pareto_figures(
-    folder: Path, record: PlantRecord, summary: dict[str, Any], sc: Scenario, control: Any
-) -> None:
-    """``pareto_<controller>.png``: each controller's final front at the control step that
-    covers the plant step with the worst voltage deviation."""
-    import matplotlib.pyplot as plt
-
-    n = summary["steps"]
-    vm = record.vm_pu[:n]
-    if not np.isfinite(vm).any() or not control.fronts:
-        return
-    worst_step = int(np.nanargmax(np.nanmax(np.abs(vm - 1.0), axis=1)))
-    spi = max(1, sc.control.interval_s // sc.run.plant_step_s)
-    interval = worst_step // spi
-    for name in control.controllers:
-        got = control.fronts.get((interval, name))
-        if got is None:
-            continue
-        front, chosen, pop_f, pop_cv = got
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        pairs = (
-            (0, 1, "voltage deviation (p.u.)", "losses (MW)"),
-            (0, 2, "voltage deviation (p.u.)", "cost"),
-        )
-        ok = pop_f[:, 0] < 1e3  # candidates whose power flow converged
-        feas = ok & (pop_cv <= 1e-12)
-        for ax, (i, j, xl, yl) in zip(axes, pairs, strict=True):
-            ax.scatter(
-                pop_f[ok & ~feas, i],
-                pop_f[ok & ~feas, j],
-                s=8,
-                c="0.75",
-                marker="x",
-                label="infeasible",
-            )
-            ax.scatter(pop_f[feas, i], pop_f[feas, j], s=8, c="0.45", label="feasible")
-            sc_ = ax.scatter(
-                front[:, i], front[:, j], c=front[:, 3 - i - j], cmap="viridis", s=22, label="front"
-            )
-            ax.scatter([chosen[i]], [chosen[j]], marker="*", s=160, c="red", label="chosen")
-            ax.set_xlabel(xl)
-            ax.set_ylabel(yl)
-            fig.colorbar(sc_, ax=ax, label=("cost" if j == 1 else "losses (MW)"))
-            ax.legend(loc="best", fontsize=7)
-        t_h = worst_step * sc.run.plant_step_s / 3600
-        fig.suptitle(
-            f"{sc.name}: {name} front at control step {interval} "
-            f"(worst voltage at {t_h:.2f} h; front {len(front)} of {int(ok.sum())}, "
-            f"{int(feas.sum())} feasible)"
-        )
-        fig.tight_layout()
-        with _atomic(folder / f"pareto_{name}.png", "wb") as fh:
-            fig.savefig(fh, format="png", dpi=100)
-        plt.close(fig)
-
-
-def _voltage_heatmap(
-    path: Path, record: PlantRecord, summary: dict[str, Any], sc: Scenario
-) -> None:
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import TwoSlopeNorm
-
-    n = summary["steps"]
-    vm = record.vm_pu[:n].T  # bus × time
-    hours = record.time_s[:n] / 3600.0
-    lo = min(np.nanmin(vm) if np.isfinite(vm).any() else 0.95, sc.run.vm_min_pu - 0.01)
-    hi = max(np.nanmax(vm) if np.isfinite(vm).any() else 1.05, sc.run.vm_max_pu + 0.01)
-    fig, ax = plt.subplots(figsize=(10, max(3.0, min(12.0, 0.09 * vm.shape[0] + 2))))
-    step_h = (hours[1] - hours[0]) if len(hours) > 1 else sc.run.plant_step_s / 3600
-    im = ax.imshow(
-        vm,
-        aspect="auto",
-        origin="lower",
-        cmap="RdBu_r",
-        interpolation="nearest",
-        norm=TwoSlopeNorm(vcenter=1.0, vmin=min(lo, 0.999), vmax=max(hi, 1.001)),
-        extent=(hours[0], hours[-1] + step_h, -0.5, vm.shape[0] - 0.5),
-    )
-    labels = record.bus_labels
-    every = max(1, len(labels) // 25)
-    ax.set_yticks(range(0, len(labels), every), [labels[i] for i in range(0, len(labels), every)])
-    ax.set_xlabel("time (h)")
-    ax.set_ylabel("bus")
-    ax.set_title(
-        f"{sc.name}: bus voltage (mode {sc.control.mode}, seed {sc.run.seed}); "
-        f"limits {sc.run.vm_min_pu}–{sc.run.vm_max_pu} p.u."
-    )
-    cb = fig.colorbar(im, ax=ax)
-    cb.set_label("vm_pu")
-    for lim in (sc.run.vm_min_pu, sc.run.vm_max_pu):
-        cb.ax.axhline(lim, color="k", lw=1)
-    fig.tight_layout()
-    with _atomic(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
+        tables["control"] = control.frame()
+        if control.fronts:
+            tables["pareto"] = pareto_frame(control.fronts)
+    for name, frame in tables.items():
+        if frame is not None:
+            with _atomic(out_dir / f"{name}.parquet", "wb") as fh:
+                frame.to_parquet(fh, index=False)
+    draw_run_figures(out_dir)
+    write_report(out_dir, "run")
 
 
 def run_scenario(

@@ -101,6 +101,31 @@ def test_channel_faults_are_part_of_the_deterministic_summary(tmp_path):
     assert a.summary["reproducible"] is True and a.summary["clock"] == "virtual"
 
 
+def test_agent_without_measurement_keeps_the_protocol(tmp_path):
+    """C2 never gets a measurement (every plant → C2 message lost): it has nothing to decide
+    on, but still sends its (empty) round messages, so its neighbours never wait out the
+    watchdog; its devices go to the fallback after the agent timeout."""
+    res = _run(
+        tmp_path,
+        "blind",
+        "comm.transport=memory",
+        "comm.agent_timeout_s=600",
+        "comm.links=[{src='plant', dst='C2', loss={model='bernoulli', p=1.0}}]",
+    )
+    faults = res.summary["faults"]
+    # agents' own faults arrive at the plant as "remote" log messages
+    assert not any("watchdog" in f["kind"] + f["detail"] for f in faults), faults
+    assert ("plant", "fallback_on") in {(f["node"], f["kind"]) for f in faults}
+    ctl = pd.read_parquet(res.out_dir / "control.parquet")
+    c2 = ctl[ctl.controller == "C2"]
+    assert len(c2) == 4 and c2.f_voltage_pu.isna().all()  # C2 never decided ...
+    assert (c2.setpoints == "{}").all()  # ... and sent its "no change" setpoint each interval
+    assert ctl[ctl.controller != "C2"].f_voltage_pu.notna().all()
+    msgs = pd.read_parquet(res.out_dir / "messages.parquet")
+    from_c2 = msgs[(msgs.kind == "boundary") & (msgs.src == "C2")]
+    assert len(from_c2) > 0  # its neighbours got its empty round messages
+
+
 def test_realtime_clock(tmp_path):
     """Real time at 900 simulated s per wall s (one interval per second): the run completes,
     latency is a real delay, and the summary says the results are not reproducible."""

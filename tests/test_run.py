@@ -50,8 +50,13 @@ def test_results_folder(short_run):
         "timeseries.parquet",
         "partition.json",
         "figures",
+        "report.html",
     }
-    assert {p.name for p in (out / "figures").iterdir()} == {"voltage_heatmap.png", "partition.png"}
+    assert {p.name for p in (out / "figures").iterdir()} == {
+        "voltage_heatmap.png",
+        "partition.png",
+        "kpi_bars.png",
+    }
     assert not list(out.rglob("*.part"))
     summary = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary)
