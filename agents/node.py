@@ -532,7 +532,8 @@ class AgentNode(Node):
                         self._dead.add(nb)
                         await self.fault("watchdog", f"no boundary message from {nb}", n)
                     continue
-                records.append((await self._deliver(*got, deadline))[0])
+                benv, nbytes = got
+                records.append((await self._deliver(benv, nbytes, deadline))[0])
         return sent
 
     def _info(
