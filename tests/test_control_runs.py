@@ -106,7 +106,13 @@ def test_every_builtin_scenario_runs(name, tmp_path):
 def _day(name, tmp_path, extra=()):
     sc = load_scenario(
         name,
-        overrides=["run.plant_step_s=300", "control.pop_size=24", "control.generations=20", *extra],
+        overrides=[
+            "run.plant_step_s=300",
+            "control.pop_size=16",
+            "control.generations=12",
+            "control.round_generations=2",
+            *extra,
+        ],
     )
     return run_scenario(sc, tmp_path / name).summary
 
