@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -25,6 +22,7 @@ import pandas as pd
 import tomli_w
 
 from clustersim.errors import PartitionError, ScenarioError
+from clustersim.experiments import atomic_write as _atomic
 from clustersim.scenario import Scenario, resolved_dict
 from clustersim.sim import cases, kpi, profiles, resources
 from clustersim.sim.plant import Plant, PlantRecord
@@ -166,19 +164,6 @@ def scenario_partition(scenario: Scenario) -> tuple[Any, Any]:
 def default_out_dir(scenario: Scenario, root: Path = Path("results")) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return root / f"{scenario.name or 'run'}-seed{scenario.run.seed}-{stamp}"
-
-
-@contextmanager
-def _atomic(path: Path, mode: str = "w") -> Iterator[Any]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def control_settings(scenario: Scenario) -> Any:
