@@ -473,6 +473,18 @@ def _experiment_bar(quiet: bool, serial: bool) -> Iterator[Any]:
             bar.stop()
 
 
+@contextmanager
+def _experiment_errors(out: Path) -> Iterator[None]:
+    """A user's error ends in one line (exit 2); Ctrl-C says where the finished runs are (130)."""
+    try:
+        yield
+    except (ClusterSimError, OSError) as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err_console.print(f"[bold red]interrupted[/]: the finished runs are in {out}")
+        raise typer.Exit(code=130) from None
+
+
 def _print_frame(frame: Any, title: str) -> None:
     from clustersim.experiments import _fmt_cell
 
@@ -557,15 +569,13 @@ def sweep(
 
     try:
         plan = plan_sweep(scenario, grid, repeats=repeats, overrides=set_ or [], seed=seed)
-        out = out or default_out("sweep", plan.name)
-        with _experiment_bar(quiet, jobs == 1) as hooks:
-            res = run_sweep(plan, out, n_jobs=jobs, kpis=kpi, hooks=hooks)
-    except (ClusterSimError, OSError) as exc:
+    except ClusterSimError as exc:
         _fail(exc)
         return
-    except KeyboardInterrupt:
-        err_console.print(f"[bold red]interrupted[/]: the finished runs are in {out}")
-        raise typer.Exit(code=130) from None
+    out = out or default_out("sweep", plan.name)
+    with _experiment_errors(out):
+        with _experiment_bar(quiet, jobs == 1) as hooks:
+            res = run_sweep(plan, out, n_jobs=jobs, kpis=kpi, hooks=hooks)
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     _print_frame(res.shown, f"sweep of {plan.name}")
@@ -595,17 +605,11 @@ def reproduce(
         _fail(ClusterSimError(f"{name}: unknown study (studies: {', '.join(STUDIES)})"))
         return
     out = out or default_out("reproduce", name)
-    try:
+    with _experiment_errors(out):
         with _experiment_bar(quiet, jobs == 1) as hooks:
             res = run_study(
                 name, out, quick=quick, overrides=set_ or [], seed=seed, n_jobs=jobs, hooks=hooks
             )
-    except (ClusterSimError, OSError) as exc:
-        _fail(exc)
-        return
-    except KeyboardInterrupt:
-        err_console.print(f"[bold red]interrupted[/]: the finished runs are in {out}")
-        raise typer.Exit(code=130) from None
     _print_frame(res.shown, f"{name}{' (quick)' if quick else ''}")
     _end_experiment(out, res.outcomes)
 
