@@ -9,6 +9,14 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--record-goldens",
+        action="store_true",
+        help="re-record tests/integration/golden/ from the current code",
+    )
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data beside the checkout (present on developer machines and in CI)."""
