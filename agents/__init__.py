@@ -1,1 +1,1 @@
-"""Cluster and central agents (issue 4)."""
+"""Cluster and central agents: volt/var problem, optimizers, controllers, local fallback."""

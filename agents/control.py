@@ -12,14 +12,15 @@ setpoints at each control interval:
    :mod:`clustersim.agents.network`), devices of other controllers and of other kinds held at the
    setpoints in force;
 3. bounds of this step (PV capability at the highest forecast P, the energy the SOC leaves for
-   the interval, the switching operations left today), optional adaptive correction (S2 §3.2):
+   the interval, the switching operations left today), optional adaptive correction ([CVC] §3.2):
    the measured-minus-modelled voltage at the last plant step, times ``correction_gain``, is added
    to every candidate's predicted voltages;
-4. an :class:`~clustersim.agents.optimizer.Optimizer` stepped to the end (or, in issue 5, stepped
-   by the agent between messages) and its compromise decoded into setpoints.
+4. an :class:`~clustersim.agents.optimizer.Optimizer` stepped to the end (or, in an agent on the
+   wire, :mod:`clustersim.agents.node`, stepped between messages) and its compromise decoded into
+   setpoints.
 
 The split into :meth:`Controller.prepare` (problem and optimizer) and :meth:`Controller.finish`
-(decision) is what lets the agent of issue 5 drive the same code between messages.
+(decision) is what lets an agent on the wire drive the same code between messages.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -43,20 +44,29 @@ from clustersim.agents.problem import (
     apply_levers,
     levers,
 )
+from clustersim.sim import resources
 from clustersim.sim.plant import Measurement, Plant
 from clustersim.sim.powerflow import BatchedPowerFlow, Injections
-from clustersim.sim.resources import (
-    DG,
-    ESS,
-    PV,
-    SVC,
-    CapacitorBank,
-    ExchangeStation,
-    ResourceSet,
-)
 
-__all__ = ["ControlSettings", "Controller", "Decision", "GridModel", "allowed_kinds"]
+__all__ = [
+    "CLUSTER_MODES",
+    "MODES",
+    "OPTIMIZING_MODES",
+    "ControlSettings",
+    "Controller",
+    "Decision",
+    "GridModel",
+    "Mode",
+    "allowed_kinds",
+]
 
+Mode = Literal["none", "local", "centralized", "clustered", "active-only", "reactive-only"]
+"""the control modes of ``[control] mode``"""
+MODES: tuple[str, ...] = get_args(Mode)
+OPTIMIZING_MODES: tuple[str, ...] = ("centralized", "clustered", "active-only", "reactive-only")
+"""modes whose agents solve an optimization problem (run as a co-simulation over a transport)"""
+CLUSTER_MODES: tuple[str, ...] = ("clustered", "active-only", "reactive-only")
+"""modes with one agent per cluster of the partition stage (they need connected clusters)"""
 ALL_KINDS = ACTIVE_KINDS | REACTIVE_KINDS
 
 
@@ -97,7 +107,7 @@ class GridModel:
 
     def __init__(self, plant: Plant) -> None:
         self.net = model_net(plant.net)
-        self.resources: ResourceSet = plant.resources
+        self.resources: resources.ResourceSet = plant.resources
         self.where = dict(plant.where)
         self.plant_step_s = plant.plant_step_s
         self.n_steps = plant.n_steps
@@ -113,15 +123,19 @@ class GridModel:
         self.tree = radial_tree(self.net)
         self.full_pf = BatchedPowerFlow(self.net)
         self._controlled_sgen = [
-            self.where[d.name][1] for d in self.resources.devices if isinstance(d, PV | SVC | DG)
+            self.where[d.name][1]
+            for d in self.resources.devices
+            if isinstance(d, resources.PV | resources.SVC | resources.DG)
         ]
         self._storage_rows = [
-            self.where[d.name if isinstance(d, ESS) else f"{d.name}:battery"][1]
+            self.where[d.name if isinstance(d, resources.ESS) else f"{d.name}:battery"][1]
             for d in self.resources.devices
-            if isinstance(d, ESS | ExchangeStation)
+            if isinstance(d, resources.ESS | resources.ExchangeStation)
         ]
         self._cap_rows = [
-            self.where[d.name][1] for d in self.resources.devices if isinstance(d, CapacitorBank)
+            self.where[d.name][1]
+            for d in self.resources.devices
+            if isinstance(d, resources.CapacitorBank)
         ]
         self._sgen_p: tuple[list[int], np.ndarray] = next(
             ((rows, values) for table, var, rows, values in self.frames if table == "sgen"),
@@ -239,6 +253,7 @@ class Controller:
 
     @property
     def steps_per_interval(self) -> int:
+        """Plant steps per control interval (at least 1)."""
         return max(1, self.settings.interval_s // self.grid.plant_step_s)
 
     # ------------------------------------------------------------------ problem
@@ -253,22 +268,23 @@ class Controller:
         for lv in self.active:
             lo, hi = lv.lower, lv.upper
             dev = self._devices[lv.device.split(":")[0]]
-            if isinstance(dev, PV) and lv.quantity == "q_mvar":
+            if isinstance(dev, resources.PV) and lv.quantity == "q_mvar":
                 p = self.grid.forecast_max_p_mw(self.grid.where[lv.device][1], k0, k1)
                 q = math.sqrt(max(dev.s_rated_mva**2 - p**2, 0.0))
                 lo, hi = -q, q
-            elif isinstance(dev, ESS | ExchangeStation):
+            elif isinstance(dev, resources.ESS | resources.ExchangeStation):
                 e = float(meas.storage_energy_mwh.get(lv.device, dev.initial_energy_mwh))
                 e_min, e_max = dev.soc_min * dev.e_mwh, dev.soc_max * dev.e_mwh
                 charge = max(0.0, (e_max - e) / (dev.efficiency * dt_h))
                 discharge = max(0.0, (e - e_min) * dev.efficiency / dt_h)
                 lo, hi = -min(dev.p_max_mw, discharge), min(dev.p_max_mw, charge)
             elif lv.quantity in ("tap_pos", "step"):
-                budget = (
-                    dev.max_operations_per_day
-                    if lv.quantity == "tap_pos"
-                    else dev.max_switching_per_day
-                )
+                if lv.quantity == "tap_pos":
+                    assert isinstance(dev, resources.OLTC | resources.LineRegulator)
+                    budget = dev.max_operations_per_day
+                else:
+                    assert isinstance(dev, resources.CapacitorBank)
+                    budget = dev.max_switching_per_day
                 used = 0 if day_start else int(meas.switching_today.get(lv.device, 0))
                 left = max(0, budget - used)
                 cur = self._value(meas, lv)
@@ -326,7 +342,7 @@ class Controller:
             dt_h=(k1 - k0) * grid.plant_step_s / 3600.0,
             storage_eff=np.array([getattr(d, "efficiency", math.nan) for d in devs], dtype=float),
             dg_cost_per_mwh=np.array(
-                [d.cost_per_mwh if isinstance(d, DG) else 0.0 for d in devs], dtype=float
+                [d.cost_per_mwh if isinstance(d, resources.DG) else 0.0 for d in devs], dtype=float
             ),
             vm_min_pu=s.vm_min_pu,
             vm_max_pu=s.vm_max_pu,
@@ -354,7 +370,8 @@ class Controller:
         return _Prepared(problem=problem, optimizer=opt, interval=interval, t0=t0)
 
     def _bias(self, meas: Measurement, vm_upstream_pu: float | None) -> np.ndarray:
-        """Measured minus modelled voltage at the measured step, per sub-network bus."""
+        """Measured minus modelled voltage at the measured step, per sub-network bus, p.u. (the
+        adaptive correction of [CVC] §3.2)."""
         k = min(max(meas.step, 0), self.grid.n_steps - 1)
         inj = self.cluster.injections(
             self.grid.zero_injections(k, k + 1), meas, vm_slack_pu=vm_upstream_pu

@@ -3,18 +3,18 @@
 Every device acts on its own measurement only, no communication:
 
 - **Inverters (PV, wind) and SVCs** follow a static Volt-VAR curve of their bus voltage, IEEE Std
-  1547-2018, clause 5.3.3 (voltage-reactive power mode) with the Category B default settings of
-  its Table 8: V1 = 0.92, V2 = 0.98, V3 = 1.02, V4 = 1.08 p.u.; Q1 = 44 % of the nameplate
-  apparent power (injection), Q2 = Q3 = 0, Q4 = 44 % (absorption); flat beyond V1 and V4. An
-  inverter's curve is scaled by its rating ``s_rated_mva``; an SVC's curve is mapped onto its own
-  range, the injection side onto ``q_max_mvar`` and the absorption side onto ``q_min_mvar``.
-  The set value follows the curve through a first-order lag with the standard's open-loop
-  response time (Category B default 5 s, so with plant steps of a minute the curve is followed
-  at once; raise it to damp a weak feeder).
+  1547-2018 [IEEE1547], clause 5.3.3 (voltage-reactive power mode) with the Category B default
+  settings of its Table 8: V1 = 0.92, V2 = 0.98, V3 = 1.02, V4 = 1.08 p.u.; Q1 = 44 % of the
+  nameplate apparent power (injection), Q2 = Q3 = 0, Q4 = 44 % (absorption); flat beyond V1 and V4.
+  An inverter's curve is scaled by its rating ``s_rated_mva``; an SVC's curve is mapped onto its own
+  range, the injection side onto ``q_max_mvar`` and the absorption side onto ``q_min_mvar``. The set
+  value follows the curve through a first-order lag with the standard's open-loop response time
+  (Category B default 5 s, so with plant steps of a minute the curve is followed at once; raise it
+  to damp a weak feeder).
 - **OLTCs and line regulators** run the classic step-voltage-regulator control with line-drop
-  compensation (Kersting, *Distribution System Modeling and Analysis*, chapter 7, "The line drop
-  compensator"): the compensator estimates the voltage at a remote point of the feeder from the
-  regulated voltage and the power leaving the regulator,
+  compensation (Kersting [KERSTING], *Distribution System Modeling and Analysis*, chapter 7, "The
+  line drop compensator"): the compensator estimates the voltage at a remote point of the feeder
+  from the regulated voltage and the power leaving the regulator,
 
       V_c = V_reg − (R·P + X·Q) / V_reg                                   (all per unit)
 
@@ -199,6 +199,7 @@ def compensated_vm_pu(v_reg_pu: float, p_pu: float, q_pu: float, r_pu: float, x_
     return v_reg_pu - (r_pu * p_pu + x_pu * q_pu) / v_reg_pu
 
 
+# length: the line-drop-compensation design of [KERSTING] ch. 7, step by step
 def design_ldc_impedance_pu(
     net: pp.pandapowerNet,
     resources: ResourceSet,

@@ -4,15 +4,14 @@ A controller never touches the plant's pandapower net: it owns a copy (``model n
 plant's profile controllers, writes the forecast of the coming interval and the setpoints in
 force into it, and evaluates candidates with :class:`~clustersim.sim.powerflow.BatchedPowerFlow`.
 
-Cluster sub-network (boundary model of the cluster voltage control paper, S2: "Cluster Voltage
-Control of Active Distribution Networks Considering Power Deficit and Resource Allocation",
-Electronics 14(13) 2639, 2025):
+Cluster sub-network (the boundary model of [CVC], "Cluster Voltage Control of Active Distribution
+Networks Considering Power Deficit and Resource Allocation"):
 
 - the cluster's buses, plus its *upstream boundary bus* (the parent, outside the cluster, of the
   cluster's bus nearest to the substation on the radial operating tree) which becomes the
-  sub-network's slack at the measured voltage (later: the voltage a neighbour announces); the tie
-  branch between the two is part of the sub-network, so its losses and its regulator (if it is a
-  tap-changing transformer) belong to the cluster;
+  sub-network's slack at the measured voltage (in a coordination round: the voltage the parent
+  cluster announces); the tie branch between the two is part of the sub-network, so its losses
+  and its regulator (if it is a tap-changing transformer) belong to the cluster;
 - every *downstream boundary* (a branch leaving the cluster towards a child cluster) becomes a
   constant P/Q draw at the cluster bus it leaves from, equal to the power measured entering
   that branch;

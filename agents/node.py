@@ -1,16 +1,18 @@
 """Cluster and central agents: the decision core of :mod:`clustersim.agents.control` on the wire.
 
-One :class:`ClusterAgent` per cluster (or one :class:`CentralAgent`) runs this protocol per
-control interval ``n`` (DESIGN.md, "Time"), in simulated seconds, with every message really
-crossing the transport and the channel model (:class:`~clustersim.broker.channel.Channel`)
-deciding at the receiver whether it was lost and when it arrived:
+One :class:`AgentNode` per cluster (or one for the central agent, whose controller sees the
+whole network and has no neighbours) runs this protocol per
+control interval ``n``, in simulated seconds, with every message really crossing the transport
+and the channel model (:class:`~clustersim.broker.channel.Channel`) deciding at the receiver
+whether it was lost and when it arrived:
 
 1. wait for the plant's measurement of interval ``n`` (sent at ``t0 = n * interval_s``). If the
    channel lost it, or it arrives after the deadline ``t0 + deadline_s``, the agent decides at
    ``t0`` on the last measurement it has (its age of information grows);
-2. solve its volt/var problem (issue 4's NSGA-II); the compute time model adds the solve's
-   simulated duration (``fixed``: a constant per solve; ``per-evaluation``: a cost per candidate
-   evaluated; ``measured``: the solve's wall time — the one non-deterministic option);
+2. solve its volt/var problem (:mod:`clustersim.agents.control`, NSGA-II by default); the compute
+   time model adds the solve's simulated duration (``fixed``: a constant per solve;
+   ``per-evaluation``: a cost per candidate evaluated; ``measured``: the solve's wall time — the one
+   non-deterministic option);
 3. coordination rounds ``r = 1..R`` with the neighbouring clusters over the tie branches of the
    operating tree: the parent sends the voltage it predicts at the boundary bus, the child the
    P/Q it predicts flowing into its cluster through the tie; each waits for the other's round-r
@@ -47,15 +49,13 @@ from clustersim.agents.control import Controller, Decision
 from clustersim.agents.network import assign_buses, radial_tree
 from clustersim.broker.channel import Channel
 from clustersim.broker.clock import RealtimeClock
-from clustersim.broker.envelope import BROADCAST, MeasBody, MessageRecord
+from clustersim.broker.envelope import BROADCAST, BoundaryBody, MeasBody, MessageRecord
 from clustersim.broker.node import Node
 from clustersim.broker.transport import Transport
 from clustersim.sim.plant import Measurement
 
 __all__ = [
     "AgentNode",
-    "CentralAgent",
-    "ClusterAgent",
     "ComputeModel",
     "Tie",
     "find_ties",
@@ -75,6 +75,8 @@ class ComputeModel:
     per_evaluation_s: float = 0.001
 
     def seconds(self, evaluations: int, wall_s: float) -> float:
+        """Simulated duration of a solve, s: ``fixed_s``, ``per_evaluation_s`` × ``evaluations``,
+        or the measured ``wall_s``."""
         if self.kind == "fixed":
             return self.fixed_s
         if self.kind == "per-evaluation":
@@ -96,6 +98,7 @@ class Tie:
 
     @property
     def label(self) -> str:
+        """``table:row`` of the tie branch."""
         return f"{self.table}:{self.row}"
 
 
@@ -218,7 +221,7 @@ def measurement_from_body(
         trafo_p_lv_mw=arr[("trafo", "pl")],
         trafo_q_lv_mvar=arr[("trafo", "ql")],
         storage_energy_mwh=dict(body.storage_energy_mwh),
-        setpoints={k: dict(v) for k, v in body.setpoints.items()},
+        setpoints={k: {str(q): x for q, x in v.items()} for k, v in body.setpoints.items()},
         switching_today=dict(body.switching_today),
     )
 
@@ -324,6 +327,8 @@ class AgentNode(Node):
         return None
 
     async def on_clock(self, env: Any) -> None:
+        """Answer the plant's clock message: ``stop`` ends the agent, ``start`` gets an ``online``
+        status."""
         if env.body.event == "stop":
             self.stopped = True
         elif env.body.event == "start":  # the plant is waiting for us: say we are here
@@ -337,18 +342,8 @@ class AgentNode(Node):
         delivery instant."""
         d = self.channel.deliver(env.src, self.me, env.seq, env.t_send_s)
         late = (not d.lost) and d.t_deliver_s > deadline_s
-        rec = MessageRecord(
-            kind=env.kind,
-            src=env.src,
-            dst=self.me,
-            step=env.step,
-            round=env.round,
-            seq=env.seq,
-            bytes=nbytes,
-            t_send_s=env.t_send_s,
-            t_deliver_s=None if d.lost else d.t_deliver_s,
-            lost=d.lost,
-            late=late,
+        rec = MessageRecord.received(
+            env, self.me, nbytes, t_deliver_s=None if d.lost else d.t_deliver_s, late=late
         )
         if self.clock is not None and not d.lost and not late:
             await self.clock.sleep_until(d.t_deliver_s)
@@ -383,7 +378,10 @@ class AgentNode(Node):
         """The agent's current simulated instant: computed in virtual time, read in real time."""
         return t_virtual if self.clock is None else self.clock.now_s()
 
+    # length: the interval's protocol steps 1-4 in order (module docstring)
     async def interval(self, n: int, env: Any, nbytes: int) -> None:
+        """Run control interval ``n`` on its measurement envelope ``env`` (``nbytes``: payload size,
+        bytes): decide, coordinate, send the setpoint (module docstring, steps 1–4)."""
         s = self.settings
         t0 = n * s.interval_s
         deadline = t0 + s.deadline_s
@@ -456,6 +454,7 @@ class AgentNode(Node):
                     brec, ok = await self._deliver(benv, bb, deadline)
                     records.append(brec)
                     body = benv.body
+                    assert isinstance(body, BoundaryBody)  # the inbox filed it as "boundary"
                     if not ok or not (body.vm_pu or body.p_mw):  # lost, late, or empty
                         continue
                     fresh = True
@@ -584,10 +583,3 @@ class AgentNode(Node):
 
 def dec_col(controller: Controller, bus: int) -> int:
     return controller.cluster.col_of_bus(bus)
-
-
-ClusterAgent = AgentNode
-"""A cluster's agent: an :class:`AgentNode` with neighbours over tie branches."""
-CentralAgent = AgentNode
-"""The central agent: an :class:`AgentNode` whose controller sees the whole network and has no
-neighbours (``ties=()``)."""

@@ -1,8 +1,9 @@
 """Multi-objective optimizers for the volt/var problem, stepped generation by generation.
 
-NSGA-II (default), NSGA-III and MOEA/D from pymoo, driven with pymoo's ask/tell interface so an
-agent can interleave generations with message exchange (issue 5): :meth:`Optimizer.step` runs one
-generation, :meth:`Optimizer.result` picks the compromise from the current front at any time.
+NSGA-II [NSGA2] (default), NSGA-III [NSGA3] and MOEA/D [MOEAD] from pymoo [PYMOO], driven with
+pymoo's ask/tell interface so an agent (:mod:`clustersim.agents.node`) can interleave generations
+with message exchange: :meth:`Optimizer.step` runs one generation, :meth:`Optimizer.result` picks
+the compromise from the current front at any time.
 
 - Mixed variables: integer levers (capacitor steps, taps) are real-coded and rounded by
   :class:`IntegerRepair` after every variation, and again at evaluation.
@@ -23,9 +24,9 @@ Compromise selection on the final front (rank 1 of the feasible solutions, or th
 ones when none is feasible):
 
 - ``fuzzy``: membership ``μ_i = (f_i^max − f_i)/(f_i^max − f_i^min)`` per objective, the solution
-  with the largest normalized ``Σ_i μ_i`` (NSGA-III partitioning paper, S1's fuzzy decision);
-- ``knee``: the solution with the largest crowding distance in rank 1, boundary points excluded
-  (cluster voltage control paper, S2);
+  with the largest normalized ``Σ_i μ_i`` (the fuzzy decision of [NSGA3PART]);
+- ``knee``: the solution with the largest crowding distance [NSGA2] in rank 1, boundary points
+  excluded ([CVC]);
 - ``weighted``: the smallest weighted sum of min-max normalized objectives.
 """
 
@@ -76,7 +77,7 @@ def search_grid(
     return np.array(np.meshgrid(*axes, indexing="ij")).reshape(len(axes), -1).T
 
 
-class IntegerRepair(Repair):  # type: ignore[misc]
+class IntegerRepair(Repair):
     """Round the integer columns of every offspring and keep them within bounds."""
 
     def _do(self, problem: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
@@ -116,7 +117,7 @@ def _ref_dirs(pop_size: int) -> np.ndarray:
     from pymoo.util.ref_dirs import get_reference_directions
 
     p = 1
-    while (p + 2) * (p + 3) // 2 <= pop_size:  # das-dennis count for 3 objectives
+    while (p + 2) * (p + 3) // 2 <= pop_size:  # das-dennis [DASDENNIS] count for 3 objectives
         p += 1
     return np.asarray(get_reference_directions("das-dennis", 3, n_partitions=p))
 
@@ -203,6 +204,8 @@ class Optimizer:
     # ---------------------------------------------------------------- stepping
     @property
     def done(self) -> bool:
+        """Whether the run is over: generation cap, patience, an exhausted algorithm, or the one
+        evaluation of a grid-searched small problem."""
         if self._alg is None:
             return self._gen >= 1
         if self._exhausted or not self._alg.has_next():
@@ -211,6 +214,7 @@ class Optimizer:
 
     @property
     def generation(self) -> int:
+        """Generations run so far."""
         return self._gen
 
     def step(self) -> bool:
@@ -254,6 +258,7 @@ class Optimizer:
         self._track()
 
     def run(self) -> OptResult:
+        """Step until done and return the compromise (:meth:`result`)."""
         while self.step():
             pass
         return self.result()
@@ -341,7 +346,11 @@ def _rank1(F: np.ndarray) -> np.ndarray:
 
 
 def compromise(F: np.ndarray, rule: str = "fuzzy", weights: Any = (1, 1, 1)) -> int:
-    """Index of the compromise solution of a front ``F`` (rows = solutions, minimized)."""
+    """Index of the compromise solution of a front ``F`` (rows = solutions, minimized).
+
+    ``rule``: ``fuzzy`` (the fuzzy decision of [NSGA3PART]), ``knee`` (largest crowding distance
+    [NSGA2] in rank 1, as in [CVC]) or ``weighted`` (module docstring).
+    """
     F = np.asarray(F, dtype=float)
     if len(F) <= 1:
         return 0

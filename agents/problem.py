@@ -1,8 +1,7 @@
 """The volt/var problem of one controller at one control step, as a pymoo problem.
 
-Formulation (cluster voltage control paper, S2: "Cluster Voltage Control of Active Distribution
-Networks Considering Power Deficit and Resource Allocation", Electronics 14(13) 2639, 2025, §3;
-the EV/EC cluster paper uses the same three objectives):
+Formulation of [CVC] §3 ("Cluster Voltage Control of Active Distribution Networks Considering
+Power Deficit and Resource Allocation"; [EVEC] uses the same three objectives):
 
 decision vector ``x`` (one entry per *active lever*, see :class:`Lever`)
     continuous: SVC ``q_mvar``; PV / wind inverter ``q_mvar`` within ``sqrt(S² − P²)`` at the
@@ -21,13 +20,15 @@ objectives (all minimized, evaluated for the whole population in one batched pow
     cost per tap operation and per capacitor switching.
 constraints (``G ≤ 0``)
     ``g1`` voltage band ``max_i max(vmin − V_i, V_i − vmax)``; ``g2`` line current
-    ``max_l (loading_l − cap_l) / 100`` with ``cap_l = max(100 %, loading_l at the setpoints in
-    force)``: a line the forecast load alone overloads (no decision can fix that) may not get
-    worse, but does not make every candidate infeasible — otherwise the least-violation search
-    trades the voltage band away for a few percent of unavoidable overload (seen on ieee123 at
-    its 0.4 kA placeholder rating: taps driven to +10 for 1 % less current). Device limits, energy bounds and the per-day switching budgets
-    are the variable bounds: a tap may move at most the operations left today, a capacitor whose
-    budget is spent is frozen at its step. So no candidate, chosen or not, can break them.
+    ``max_l (loading_l − cap_l) / 100`` with
+    ``cap_l = max(100 %, loading_l at the setpoints in force)``: a line the forecast load alone
+    overloads (no decision can fix that) may not get worse, but does not make every candidate
+    infeasible — otherwise the least-violation search trades the voltage band away for a few percent
+    of unavoidable overload (with a plain ``loading ≤ 100 %`` bound on ieee123 at its 0.4 kA
+    placeholder rating, it drives the taps to +10 for 1 % less current). Device limits, energy
+    bounds and the per-day switching budgets are the variable bounds: a tap may move at most the
+    operations left today, a capacitor whose budget is spent is frozen at its step. So no candidate,
+    chosen or not, can break them.
 
 A candidate whose power flow does not converge gets ``F = G = 1e3``.
 """
@@ -43,18 +44,8 @@ import numpy as np
 from pymoo.core.problem import Problem
 
 from clustersim.agents.network import ClusterNetwork
+from clustersim.sim import resources as rsc
 from clustersim.sim.powerflow import Injections
-from clustersim.sim.resources import (
-    DG,
-    ESS,
-    OLTC,
-    PV,
-    SVC,
-    CapacitorBank,
-    ExchangeStation,
-    LineRegulator,
-    ResourceSet,
-)
 
 __all__ = ["ACTIVE_KINDS", "REACTIVE_KINDS", "CostSettings", "Lever", "VoltVarProblem", "levers"]
 
@@ -96,9 +87,18 @@ class CostSettings:
     storage_per_mwh: float = 5.0
 
 
+def _shunt_q_per_step(net: Any, row: int) -> float:
+    """Mvar a capacitor step absorbs at 1 p.u. of its bus (rated at the shunt's own ``vn_kv``)."""
+    sh = net.shunt.loc[row]
+    vn_sh = float(sh.vn_kv) if "vn_kv" in sh and np.isfinite(sh.vn_kv) else math.nan
+    vn_bus = float(net.bus.at[int(sh.bus), "vn_kv"])
+    ratio = (vn_bus / vn_sh) ** 2 if np.isfinite(vn_sh) and vn_sh > 0 else 1.0
+    return float(sh.q_mvar) * ratio
+
+
 def levers(
     cluster: ClusterNetwork,
-    resources: ResourceSet,
+    resources: rsc.ResourceSet,
     where: Mapping[str, tuple[str, int]],
     *,
     allowed_kinds: Iterable[str],
@@ -120,145 +120,72 @@ def levers(
             return None
         return cluster.col_of_bus(bus)
 
-    def on(d: Any) -> bool:
-        return d.kind in kinds
+    def add(
+        d: Any,
+        quantity: str,
+        target: Literal["p", "q", "shunt_q", "tap", "vm_ext"],
+        col: int,
+        lower: float,
+        upper: float,
+        *,
+        key: str | None = None,
+        coef: float = 1.0,
+        offset: float = 0.0,
+        integer: bool = False,
+        owned: bool = True,
+    ) -> None:
+        active = d.kind in kinds and owned
+        lever = Lever(
+            key or d.name,
+            quantity,
+            d.kind,
+            target,
+            col,
+            coef,
+            offset,
+            lower,
+            upper,
+            integer,
+            active,
+        )
+        out.append(lever)
 
     for d in resources.devices:
-        if isinstance(d, PV):  # and Wind
+        if isinstance(d, rsc.PV):  # and Wind
             c = bus_col(d.name)
             if c is not None:
-                s = d.s_rated_mva
-                out.append(Lever(d.name, "q_mvar", d.kind, "q", c, 1.0, 0.0, -s, s, False, on(d)))
-        elif isinstance(d, SVC):
+                add(d, "q_mvar", "q", c, -d.s_rated_mva, d.s_rated_mva)
+        elif isinstance(d, rsc.SVC):
             c = bus_col(d.name)
             if c is not None:
-                out.append(
-                    Lever(
-                        d.name,
-                        "q_mvar",
-                        d.kind,
-                        "q",
-                        c,
-                        1.0,
-                        0.0,
-                        d.q_min_mvar,
-                        d.q_max_mvar,
-                        False,
-                        on(d),
-                    )
-                )
-        elif isinstance(d, DG):
+                add(d, "q_mvar", "q", c, d.q_min_mvar, d.q_max_mvar)
+        elif isinstance(d, rsc.DG):
             c = bus_col(d.name)
             if c is not None:
-                out.append(
-                    Lever(
-                        d.name,
-                        "p_mw",
-                        d.kind,
-                        "p",
-                        c,
-                        1.0,
-                        0.0,
-                        d.p_min_mw,
-                        d.p_max_mw,
-                        False,
-                        on(d),
-                    )
-                )
+                add(d, "p_mw", "p", c, d.p_min_mw, d.p_max_mw)
                 if d.q_max_mvar > d.q_min_mvar:
-                    out.append(
-                        Lever(
-                            d.name,
-                            "q_mvar",
-                            d.kind,
-                            "q",
-                            c,
-                            1.0,
-                            0.0,
-                            d.q_min_mvar,
-                            d.q_max_mvar,
-                            False,
-                            on(d),
-                        )
-                    )
-        elif isinstance(d, ESS | ExchangeStation):
-            key = d.name if isinstance(d, ESS) else f"{d.name}:battery"
+                    add(d, "q_mvar", "q", c, d.q_min_mvar, d.q_max_mvar)
+        elif isinstance(d, rsc.ESS | rsc.ExchangeStation):
+            key = d.name if isinstance(d, rsc.ESS) else f"{d.name}:battery"
             c = bus_col(key)
             if c is not None:
-                out.append(
-                    Lever(
-                        key,
-                        "p_mw",
-                        d.kind,
-                        "p",
-                        c,
-                        -1.0,
-                        0.0,
-                        -d.p_max_mw,
-                        d.p_max_mw,
-                        False,
-                        on(d),
-                    )
-                )
-        elif isinstance(d, CapacitorBank):
+                add(d, "p_mw", "p", c, -d.p_max_mw, d.p_max_mw, key=key, coef=-1.0)
+        elif isinstance(d, rsc.CapacitorBank):
             c = bus_col(d.name)
             if c is not None:
-                _, row = where[d.name]
-                sh = net.shunt.loc[row]
-                vn_sh = float(sh.vn_kv) if "vn_kv" in sh and np.isfinite(sh.vn_kv) else math.nan
-                vn_bus = float(net.bus.at[int(sh.bus), "vn_kv"])
-                ratio = (vn_bus / vn_sh) ** 2 if np.isfinite(vn_sh) and vn_sh > 0 else 1.0
-                out.append(
-                    Lever(
-                        d.name,
-                        "step",
-                        d.kind,
-                        "shunt_q",
-                        c,
-                        float(sh.q_mvar) * ratio,
-                        0.0,
-                        0.0,
-                        float(d.steps),
-                        True,
-                        on(d),
-                    )
-                )
-        elif isinstance(d, OLTC | LineRegulator):
+                q_step = _shunt_q_per_step(net, where[d.name][1])
+                add(d, "step", "shunt_q", c, 0.0, float(d.steps), coef=q_step, integer=True)
+        elif isinstance(d, rsc.OLTC | rsc.LineRegulator):
+            lo, hi = float(d.tap_min), float(d.tap_max)
             table, row = where[d.name]
             if table == "trafo":
                 if row in net.trafo.index:
                     c = int(cluster.pf.trafo_index.get_loc(row))
-                    out.append(
-                        Lever(
-                            d.name,
-                            "tap_pos",
-                            d.kind,
-                            "tap",
-                            c,
-                            1.0,
-                            0.0,
-                            float(d.tap_min),
-                            float(d.tap_max),
-                            True,
-                            on(d) and row in cluster.owned_trafos,
-                        )
-                    )
-            elif cluster.contains_slack and isinstance(d, OLTC):
-                out.append(
-                    Lever(
-                        d.name,
-                        "tap_pos",
-                        d.kind,
-                        "vm_ext",
-                        0,
-                        d.tap_step_percent / 100.0,
-                        d.vm_set_pu,
-                        float(d.tap_min),
-                        float(d.tap_max),
-                        True,
-                        on(d),
-                    )
-                )
+                    owned = row in cluster.owned_trafos
+                    add(d, "tap_pos", "tap", c, lo, hi, integer=True, owned=owned)
+            elif cluster.contains_slack and isinstance(d, rsc.OLTC):
+                step = d.tap_step_percent / 100.0
+                add(d, "tap_pos", "vm_ext", 0, lo, hi, coef=step, offset=d.vm_set_pu, integer=True)
     return out
 
 
@@ -281,7 +208,7 @@ def apply_levers(inj: Injections, levers_: list[Lever], X: np.ndarray) -> Inject
     return out
 
 
-class VoltVarProblem(Problem):  # type: ignore[misc]
+class VoltVarProblem(Problem):
     """pymoo problem of one controller at one control step (see the module docstring).
 
     Parameters

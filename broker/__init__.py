@@ -1,1 +1,1 @@
-"""MQTT transport, message envelope, channel model (issue 5)."""
+"""MQTT transport, message envelope, channel model, brokers and ACL files."""

@@ -1,10 +1,9 @@
 """Mosquitto password and ACL files for a run, so each node may publish only on its own topics.
 
-DESIGN.md ("Messages"): every message travels on ``clustersim/{run_id}/{kind}/{src}/{dst}``.
-The receiver's :class:`~clustersim.broker.envelope.Inbox` checks who may send what to whom, but
-it trusts the ``src`` in the topic; the broker's ACL makes that trust safe by letting a client
-publish only under its own name. :func:`write_acl_files` writes, for the plant and the agent
-nodes of a run:
+Every message travels on ``clustersim/{run_id}/{kind}/{src}/{dst}``. The receiver's
+:class:`~clustersim.broker.envelope.Inbox` checks who may send what to whom, but it trusts the
+``src`` in the topic; the broker's ACL makes that trust safe by letting a client publish only under
+its own name. :func:`write_acl_files` writes, for the plant and the agent nodes of a run:
 
 - ``passwd`` — Mosquitto 2's password file, one ``user:$7$<iterations>$<salt>$<hash>`` line per
   node: PBKDF2-HMAC-SHA512 over the password with a random 12-byte salt, salt and 64-byte hash in

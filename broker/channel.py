@@ -1,9 +1,9 @@
 """The channel model: per-link latency, loss and outages, applied at the receiver.
 
-DESIGN.md ("Time"): every message really crosses the broker; the *receiver* then decides, from
-``(seed, link, seq)`` alone, whether the message was lost and, if not, when it arrived in
-simulated time (``t_deliver_s = t_send_s + latency``). The outcome never depends on the machine's
-speed, on the broker's real timing or on the order in which messages are judged.
+Every message really crosses the broker; the *receiver* then decides, from ``(seed, link, seq)``
+alone, whether the message was lost and, if not, when it arrived in simulated time
+(``t_deliver_s = t_send_s + latency``). The outcome never depends on the machine's speed, on the
+broker's real timing or on the order in which messages are judged.
 
 Settings
 --------
@@ -47,13 +47,13 @@ lists every key, stays valid).
 Loss (``loss``)
 ---------------
 - ``bernoulli``: each message is lost with probability ``p``, independently.
-- ``gilbert`` (Gilbert–Elliott): a two-state Markov chain over the link's message ``seq``: from
-  the good state it turns bad with probability ``p_gb`` per seq, from the bad state back good
-  with ``p_bg``; a message is lost with probability ``loss_good`` (default 0) in the good state
-  and ``loss_bad`` (default 1) in the bad one. Bad states come in runs of mean length ``1/p_bg``
-  (the bursts); the long-run loss rate is :attr:`LossConfig.loss_rate`. When ``p_gb`` is not
-  given it is derived so that the long-run loss rate equals ``p``, the one key the scenario's
-  ``loss = {model = "gilbert", p = ...}`` already has; when it is given, ``p`` is ignored.
+- ``gilbert`` (Gilbert–Elliott [GILBERT], [ELLIOTT]): a two-state Markov chain over the link's
+  message ``seq``: from the good state it turns bad with probability ``p_gb`` per seq, from the bad
+  state back good with ``p_bg``; a message is lost with probability ``loss_good`` (default 0) in the
+  good state and ``loss_bad`` (default 1) in the bad one. Bad states come in runs of mean length
+  ``1/p_bg`` (the bursts); the long-run loss rate is :attr:`LossConfig.loss_rate`. When ``p_gb`` is
+  not given it is derived so that the long-run loss rate equals ``p``, the key that
+  ``loss = {model = "gilbert", p = ...}`` sets; when it is given, ``p`` is ignored.
 
 Outages (``outages = [{start_s, end_s}, ...]``): every message *sent* in ``[start_s, end_s)``
 (simulated seconds) is lost, whatever the loss model says.
@@ -166,37 +166,24 @@ class LatencyConfig(_Table):
         return self
 
 
+def _probability(default: float | None, description: str) -> Any:
+    """A finite probability field, in [0, 1]."""
+    return Field(default=default, ge=0, le=1, allow_inf_nan=False, description=description)
+
+
 class LossConfig(_Table):
     """Message loss of a link: Bernoulli or Gilbert–Elliott (module docstring)."""
 
     model: Literal["bernoulli", "gilbert"] = "bernoulli"
-    p: float = Field(
-        default=0.01,
-        ge=0,
-        le=1,
-        allow_inf_nan=False,
-        description="bernoulli: loss probability; gilbert: long-run loss rate (unless p_gb given)",
+    p: float = _probability(
+        0.01, "bernoulli: loss probability; gilbert: long-run loss rate (unless p_gb given)"
     )
-    p_gb: float | None = Field(
-        default=None,
-        ge=0,
-        le=1,
-        allow_inf_nan=False,
-        description="gilbert: good → bad probability per seq; default: derived from p",
+    p_gb: float | None = _probability(
+        None, "gilbert: good → bad probability per seq; default: derived from p"
     )
-    p_bg: float = Field(
-        default=0.25,
-        ge=0,
-        le=1,
-        allow_inf_nan=False,
-        description="gilbert: bad → good probability per seq (mean burst 1/p_bg)",
-    )
-    loss_good: float = Field(
-        default=0.0, ge=0, le=1, allow_inf_nan=False, description="gilbert: loss in good state"
-    )
-    loss_bad: float = Field(
-        default=1.0, ge=0, le=1, allow_inf_nan=False, description="gilbert: loss in bad state"
-    )
+    p_bg: float = _probability(0.25, "gilbert: bad → good probability per seq (mean burst 1/p_bg)")
+    loss_good: float = _probability(0.0, "gilbert: loss in good state")
+    loss_bad: float = _probability(1.0, "gilbert: loss in bad state")
 
     @property
     def p_good_to_bad(self) -> float:
@@ -288,6 +275,7 @@ class LinkSettings:
     rules: tuple[int, ...]
 
     def in_outage(self, t_s: float) -> bool:
+        """Whether simulated second ``t_s`` lies in an outage ``[start_s, end_s)`` of the link."""
         return any(o.start_s <= t_s < o.end_s for o in self.outages)
 
 

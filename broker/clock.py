@@ -1,4 +1,4 @@
-"""The real-time clock (DESIGN.md, "Time"): simulated time = wall time × speed factor.
+"""The real-time clock: simulated time = wall time × speed factor.
 
 In virtual time (the default) no clock object exists: the protocol computes every simulated
 instant from the channel model and the compute-time model, and waits only for real messages. In
@@ -36,6 +36,7 @@ class RealtimeClock:
 
     @property
     def started(self) -> bool:
+        """Whether :meth:`start` has been called."""
         return self._epoch is not None
 
     def start(self, at_s: float = 0.0) -> None:
@@ -43,6 +44,7 @@ class RealtimeClock:
         self._epoch = asyncio.get_running_loop().time() - at_s / self.speed
 
     def now_s(self) -> float:
+        """The simulated time now, s (0 before :meth:`start`)."""
         if self._epoch is None:
             return 0.0
         return (asyncio.get_running_loop().time() - self._epoch) * self.speed

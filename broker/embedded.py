@@ -1,13 +1,13 @@
 """An embedded MQTT broker (the ``amqtt`` package), so a fresh machine needs nothing but pip.
 
-DESIGN.md ("Messages"): when a scenario names no broker, the run starts one on a free loopback
-port and stops it at the end. :class:`EmbeddedBroker` does that; by default the broker runs in a
-child process (``python -m clustersim.broker.embedded --host H --port P``) so that it does not
-share the GIL with a CPU-heavy simulation, or, with ``in_process=True``, in a daemon thread with
-its own event loop (handy in tests, and where spawning processes is not allowed).
+When a scenario names no broker, the run starts one on a free loopback port and stops it at the end.
+:class:`EmbeddedBroker` does that; by default the broker runs in a child process
+(``python -m clustersim.broker.embedded --host H --port P``) so that it does not share the GIL with
+a CPU-heavy simulation, or, with ``in_process=True``, in a daemon thread with its own event loop
+(handy in tests, and where spawning processes is not allowed).
 
-The broker speaks MQTT 3.1.1 only, allows anonymous clients, opens no websocket listener and
-publishes no ``$SYS`` topics; its logging is limited to warnings. It keeps no state on disk: a
+The broker speaks MQTT 3.1.1 [MQTT311] only, allows anonymous clients, opens no websocket listener
+and publishes no ``$SYS`` topics; its logging is limited to warnings. It keeps no state on disk: a
 stopped broker forgets every session, subscription and queued message.
 
 :func:`serve` runs the same broker in the foreground until Ctrl-C (``clustersim broker``).
@@ -28,11 +28,11 @@ import tempfile
 import threading
 import time
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from clustersim.errors import BrokerError
 
-__all__ = ["EmbeddedBroker", "amqtt_config", "free_port", "serve", "wait_for_port"]
+__all__ = ["EmbeddedBroker", "LocalBroker", "amqtt_config", "free_port", "serve", "wait_for_port"]
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,31 @@ async def _run_until(host: str, port: int, stop: asyncio.Event) -> None:
             await asyncio.wait_for(broker.shutdown(), timeout=5.0)
 
 
-class EmbeddedBroker:
+class LocalBroker:
+    """What the local brokers share: ``with broker:`` starts it and stops it on the way out."""
+
+    def start(self) -> LocalBroker:
+        """Start the broker; return it once it accepts connections."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the broker (idempotent)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedBroker(LocalBroker):
     """An amqtt broker on ``host:port`` (a free port when ``port`` is ``None``).
 
     Use as a context manager (``with EmbeddedBroker() as b: ... b.url``) or call
@@ -279,17 +303,6 @@ class EmbeddedBroker:
         """Stop the broker if it runs and start a fresh one on the same port."""
         self.stop()
         return self.start()
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         mode = "thread" if self.in_process else "process"

@@ -1,7 +1,7 @@
 """Topics, the message envelope, one schema per message kind, and the receiver's guard.
 
 Every message of a run travels on the topic ``clustersim/{run_id}/{kind}/{src}/{dst}`` and its
-payload is one envelope (DESIGN.md, "Messages")::
+payload is one envelope::
 
     {"v": 1, "run_id": ..., "kind": ..., "src": ..., "dst": ..., "step": ..., "round": ...,
      "seq": ..., "t_send_s": ..., "body": {...}}
@@ -180,6 +180,26 @@ class MessageRecord(_Model):
     rejected: bool = False
     reason: Annotated[str, StringConstraints(max_length=32)] = ""
 
+    @classmethod
+    def received(
+        cls, env: Any, dst: str, nbytes: int, *, t_deliver_s: float | None, late: bool
+    ) -> MessageRecord:
+        """The record of envelope ``env`` received at ``dst`` (``nbytes``: payload size):
+        ``t_deliver_s`` is the channel's delivery time, ``None`` when the channel lost it."""
+        return cls(
+            kind=env.kind,
+            src=env.src,
+            dst=dst,
+            step=env.step,
+            round=env.round,
+            seq=env.seq,
+            bytes=nbytes,
+            t_send_s=env.t_send_s,
+            t_deliver_s=t_deliver_s,
+            lost=t_deliver_s is None,
+            late=late,
+        )
+
 
 class DecisionInfo(_Model):
     """Bookkeeping an agent attaches to its setpoint: how the decision was reached.
@@ -308,31 +328,43 @@ class EnvelopeBase(_Model):
 
 
 class MeasMsg(EnvelopeBase):
+    """Envelope of a ``meas`` message: the plant's measurement to an agent."""
+
     kind: Literal["meas"] = "meas"
     body: MeasBody
 
 
 class SetpointMsg(EnvelopeBase):
+    """Envelope of a ``setpoint`` message: an agent's setpoints to the plant."""
+
     kind: Literal["setpoint"] = "setpoint"
     body: SetpointBody = Field(default_factory=SetpointBody)
 
 
 class BoundaryMsg(EnvelopeBase):
+    """Envelope of a ``boundary`` message: boundary voltage and/or P/Q between neighbours."""
+
     kind: Literal["boundary"] = "boundary"
     body: BoundaryBody = Field(default_factory=BoundaryBody)
 
 
 class ClockMsg(EnvelopeBase):
+    """Envelope of a ``clock`` message: simulated time and start/tick/stop events."""
+
     kind: Literal["clock"] = "clock"
     body: ClockBody
 
 
 class StatusMsg(EnvelopeBase):
+    """Envelope of a ``status`` message: a node's online/offline/fault state and reason."""
+
     kind: Literal["status"] = "status"
     body: StatusBody
 
 
 class LogMsg(EnvelopeBase):
+    """Envelope of a ``log`` message: level and text."""
+
     kind: Literal["log"] = "log"
     body: LogBody
 
@@ -570,6 +602,7 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
+        """Whether the message was accepted."""
         return self.envelope is not None
 
 

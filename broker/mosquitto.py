@@ -23,9 +23,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
-from clustersim.broker.embedded import free_port, port_open, wait_for_port
+from clustersim.broker.embedded import LocalBroker, free_port, port_open, wait_for_port
 from clustersim.errors import BrokerError
 
 __all__ = ["MosquittoBroker", "mosquitto_path"]
@@ -45,7 +44,7 @@ def mosquitto_path() -> str | None:
     return None
 
 
-class MosquittoBroker:
+class MosquittoBroker(LocalBroker):
     """Mosquitto on ``127.0.0.1:port`` (a free port when ``port`` is ``None``).
 
     ``passwd_file`` and ``acl_file`` are mosquitto ``password_file`` and ``acl_file`` paths;
@@ -86,14 +85,17 @@ class MosquittoBroker:
 
     @property
     def conf_path(self) -> Path:
+        """The generated ``mosquitto.conf`` in the broker's work directory."""
         return self._workdir() / "mosquitto.conf"
 
     @property
     def log_path(self) -> Path:
+        """The broker's log file in its work directory."""
         return self._workdir() / "mosquitto.log"
 
     @property
     def running(self) -> bool:
+        """Whether the mosquitto process is running."""
         return self._proc is not None and self._proc.poll() is None
 
     def config_text(self) -> str:
@@ -153,17 +155,6 @@ class MosquittoBroker:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-
-    def __enter__(self) -> MosquittoBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"MosquittoBroker({self.url}, running={self.running})"

@@ -1,6 +1,6 @@
 """A protocol node: one participant of a run (the plant or an agent) on a :class:`Transport`.
 
-It owns what every node of the virtual-time protocol (DESIGN.md, "Time") does alike:
+It owns what every node of the virtual-time protocol does alike:
 
 - **sending**: one ``seq`` counter per message kind, every envelope validated and encoded by
   :mod:`clustersim.broker.envelope`; the messages of the current protocol window are kept so
@@ -137,6 +137,7 @@ class Node:
         await self.status("online")
 
     async def close(self, state: str = "offline", reason: str = "") -> None:
+        """Announce ``state`` with ``reason`` and close the transport; nothing when not started."""
         if self._started:
             try:
                 await self.status(state, reason)
@@ -145,6 +146,7 @@ class Node:
                 self._started = False
 
     async def status(self, state: str, reason: str = "") -> None:
+        """Broadcast a ``status`` message: ``state`` (``online``, ``offline``, ...), ``reason``."""
         await self.send("status", BROADCAST, body={"state": state, "reason": reason})
 
     async def fault(self, kind: str, detail: str, step: int | None = None) -> None:
@@ -284,6 +286,7 @@ class Node:
             await self.pump(left)
 
     def has(self, kind: str, src: str, step: int, round: int = 0) -> bool:
+        """Whether the message ``(kind, src, step, round)`` has arrived and is filed."""
         return (kind, src, step, round) in self._filed
 
     async def drain(self, seconds: float) -> None:
@@ -294,6 +297,7 @@ class Node:
             await self.pump(left)
 
     def rejected_counts(self) -> dict[str, int]:
+        """Refused messages so far, by reason (``json``, ``schema``, ``acl``, ...)."""
         return dict(self.inbox.rejected)
 
     def refused_records(self, start: int = 0) -> list[MessageRecord]:

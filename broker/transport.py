@@ -1,8 +1,8 @@
 """Transports: how a node's messages reach the other nodes (MQTT, or an in-process hub).
 
-DESIGN.md ("Messages", "Time"): every message of a run really crosses a broker; the channel
-model (:mod:`clustersim.broker.channel`) is applied at the receiver afterwards. A transport only
-has to deliver what was published, in order, at least once:
+Every message of a run really crosses a broker; the channel model (:mod:`clustersim.broker.channel`)
+is applied at the receiver afterwards. A transport only has to deliver what was published, in order,
+at least once:
 
 - :meth:`Transport.publish` never blocks on and never raises because of a dead connection: the
   message goes to an outbox that a background task drains while connected. A message whose
@@ -19,12 +19,12 @@ has to deliver what was published, in order, at least once:
   which).
 
 :class:`MqttTransport` uses aiomqtt 2 (``async with Client(...)`` inside a reconnect loop that
-catches ``aiomqtt.MqttError``), MQTT 3.1.1 (the embedded amqtt broker speaks nothing else) and
-QoS 1 everywhere. The session is persistent (``clean_session=False`` under a fixed client id),
-so a broker that stays up keeps queueing a briefly disconnected client's QoS 1 messages; a
-session left over from an earlier process with the same client id is erased by one clean
-connect before the first real one. :class:`MemoryTransport` on a :class:`MemoryHub` does the
-same in-process, with MQTT's topic-filter semantics (:func:`topic_matches`).
+catches ``aiomqtt.MqttError``), MQTT 3.1.1 [MQTT311] (the embedded amqtt broker speaks nothing else)
+and QoS 1 everywhere. The session is persistent (``clean_session=False`` under a fixed client id),
+so a broker that stays up keeps queueing a briefly disconnected client's QoS 1 messages; a session
+left over from an earlier process with the same client id is erased by one clean connect before the
+first real one. :class:`MemoryTransport` on a :class:`MemoryHub` does the same in-process, with
+MQTT's topic-filter semantics (:func:`topic_matches`).
 
 Times are wall-clock seconds (``time.time()`` for event stamps); sizes are bytes.
 """
@@ -272,6 +272,7 @@ class Transport(abc.ABC):
 
     @property
     def closed(self) -> bool:
+        """Whether the transport has been closed."""
         return self._closed
 
     async def receive(self, timeout_s: float | None = None) -> tuple[str, bytes] | None:

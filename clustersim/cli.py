@@ -1,18 +1,22 @@
 """Command line: ``clustersim run | cases | case-info | presets | scenarios | partition |
-partition-compare | broker | acl | plant | agent | compare | sweep | reproduce``.
+partition-compare | broker | acl | plant | agent | compare | sweep | reproduce | report``.
 
 Errors a user can cause (a bad scenario, an unknown case) end in one line on stderr and exit
-code 2, never a traceback.
+code 2, never a traceback (:func:`command`, the one error rule of the command line).
+
+Each command imports what it runs inside its function: pandapower and simbench take 2–3 s to
+import, which ``clustersim --help`` and the commands that do not need them should not pay.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, ParamSpec
 
 import typer
 from rich.console import Console
@@ -31,14 +35,41 @@ app = typer.Typer(
 # piped output (files, CI logs) gets a wide console instead of rich's 80-column default
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
+P = ParamSpec("P")
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
-@app.command()
+def command(name: str | None = None) -> Callable[[Callable[P, None]], Callable[P, None]]:
+    """Register a CLI command with the one error rule of the command line: a user's error
+    (:class:`~clustersim.errors.ClusterSimError`; ``OSError``: a folder not writable, a disk
+    full, a missing file) ends in one line on stderr and exit code 2; Ctrl-C ends in one line
+    (naming the folder of the finished runs, for experiments) and exit code 130."""
+
+    def register(fn: Callable[P, None]) -> Callable[P, None]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+            try:
+                fn(*args, **kwargs)
+            except (ClusterSimError, OSError) as exc:
+                _fail(exc)
+            except _Interrupted as exc:
+                err_console.print(f"[bold red]interrupted[/]: the finished runs are in {exc.out}")
+                raise typer.Exit(code=130) from None
+            except KeyboardInterrupt:
+                err_console.print("[bold red]interrupted[/]")
+                raise typer.Exit(code=130) from None
+
+        app.command(name)(wrapper)
+        return wrapper
+
+    return register
+
+
+@command()
 def run(
     scenario: Annotated[
         str, typer.Argument(help="scenario TOML path or built-in name")
@@ -67,28 +98,24 @@ def _run(
     from clustersim.runner import run_scenario
     from clustersim.scenario import load_scenario
 
-    try:
-        sc = load_scenario(scenario, overrides=overrides, seed=seed)
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("plant steps"),
-            TimeElapsedColumn(),
-            console=err_console,
-            disable=quiet,
-            transient=False,
-        ) as bar:
-            task = bar.add_task(sc.name or "run", total=None)
-            result = run_scenario(
-                sc,
-                out,
-                on_start=lambda n: bar.update(task, total=n),
-                progress=lambda k: bar.update(task, completed=k),
-            )
-    except (ClusterSimError, OSError) as exc:  # OSError: results folder not writable, disk full
-        _fail(exc)
-        return
+    sc = load_scenario(scenario, overrides=overrides, seed=seed)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("plant steps"),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(sc.name or "run", total=None)
+        result = run_scenario(
+            sc,
+            out,
+            on_start=lambda n: bar.update(task, total=n),
+            progress=lambda k: bar.update(task, completed=k),
+        )
     _print_summary(result.summary)
     console.print(f"results: [bold]{result.out_dir}[/]")
 
@@ -126,7 +153,7 @@ def _print_list(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     console.print(table)
 
 
-@app.command()
+@command()
 def cases() -> None:
     """List the built-in grid cases."""
     from clustersim.sim.cases import CASES
@@ -134,7 +161,7 @@ def cases() -> None:
     _print_list(("name", "description"), [(s.name, s.description) for s in CASES.values()])
 
 
-@app.command("case-info")
+@command("case-info")
 def case_info(
     name: Annotated[str, typer.Argument(help="built-in case name or pandapower JSON path")],
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON object")] = False,
@@ -142,11 +169,7 @@ def case_info(
     """Describe a grid case at its base operating point."""
     from clustersim.sim.cases import describe_case
 
-    try:
-        info = describe_case(name)
-    except ClusterSimError as exc:
-        _fail(exc)
-        return
+    info = describe_case(name)
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")
         return
@@ -162,7 +185,7 @@ def _partition_context(case: str, seed: int):
     return context_for_case(case, profiles_seed=seed)
 
 
-@app.command()
+@command()
 def partition(
     case: Annotated[str, typer.Argument(help="built-in case name or pandapower JSON path")],
     method: Annotated[str, typer.Option("--method", "-m", help="partition method")] = "hi",
@@ -179,17 +202,13 @@ def partition(
 ) -> None:
     """Partition a case into clusters and pick their pilot buses."""
     from clustersim.partition.methods import run_partition
-    from clustersim.partition_report import HEADLINE_METRICS, partition_doc, write_partition
+    from clustersim.results.partition import HEADLINE_METRICS, partition_doc, write_partition
 
-    try:
-        ctx = _partition_context(case, seed)
-        p = run_partition(ctx, method, clusters, seed=seed, min_size=min_size, max_size=max_size)
-        doc = partition_doc(p, ctx)
-        if out is not None:
-            write_partition(p, ctx, out)
-    except (ClusterSimError, OSError) as exc:
-        _fail(exc)
-        return
+    ctx = _partition_context(case, seed)
+    p = run_partition(ctx, method, clusters, seed=seed, min_size=min_size, max_size=max_size)
+    doc = partition_doc(p, ctx)
+    if out is not None:
+        write_partition(p, ctx, out)
     if as_json:
         sys.stdout.write(json.dumps(doc) + "\n")
         return
@@ -218,7 +237,7 @@ def partition(
         console.print(f"written: [bold]{out}[/]")
 
 
-@app.command("partition-compare")
+@command("partition-compare")
 def partition_compare(
     case: Annotated[str, typer.Argument(help="built-in case name or pandapower JSON path")],
     clusters: Annotated[int, typer.Option("--clusters", "-k", help="number of clusters")] = 5,
@@ -229,22 +248,18 @@ def partition_compare(
 ) -> None:
     """Run every partition method and print the side-by-side table (S0 Tables 1-2)."""
     from clustersim.partition.methods import method_names, run_partition
-    from clustersim.partition_report import partition_doc
+    from clustersim.results.partition import partition_doc
 
-    try:
-        ctx = _partition_context(case, seed)
-        docs = []
-        for m in method_names():
-            p = run_partition(ctx, m, clusters, seed=seed, min_size=min_size, max_size=max_size)
-            doc = partition_doc(p, ctx)
-            doc["balance_min"] = min(
-                (c.get("balance", float("nan")) for c in p.constraints.get("per_cluster", [])),
-                default=float("nan"),
-            )
-            docs.append(doc)
-    except ClusterSimError as exc:
-        _fail(exc)
-        return
+    ctx = _partition_context(case, seed)
+    docs = []
+    for m in method_names():
+        p = run_partition(ctx, m, clusters, seed=seed, min_size=min_size, max_size=max_size)
+        doc = partition_doc(p, ctx)
+        doc["balance_min"] = min(
+            (c.get("balance", float("nan")) for c in p.constraints.get("per_cluster", [])),
+            default=float("nan"),
+        )
+        docs.append(doc)
     if as_json:
         sys.stdout.write(json.dumps(docs) + "\n")
         return
@@ -288,7 +303,7 @@ def partition_compare(
     console.print(table)
 
 
-@app.command()
+@command()
 def presets() -> None:
     """List the built-in resource presets."""
     from clustersim.sim.resources import load_preset, preset_names
@@ -300,7 +315,7 @@ def presets() -> None:
     _print_list(("name", "case", "devices"), rows)
 
 
-@app.command()
+@command()
 def scenarios() -> None:
     """List the built-in scenarios."""
     from clustersim.scenario import builtin_scenarios, read_scenario_file
@@ -312,7 +327,7 @@ def scenarios() -> None:
     _print_list(("name", "description"), rows)
 
 
-@app.command()
+@command()
 def broker(
     port: Annotated[int, typer.Option(help="TCP port to listen on")] = 1883,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
@@ -321,23 +336,10 @@ def broker(
     from clustersim.broker.embedded import serve
 
     console.print(f"embedded broker on mqtt://{host}:{port} (Ctrl-C stops it)")
-    try:
-        serve(host, port)
-    except ClusterSimError as exc:
-        _fail(exc)
+    serve(host, port)
 
 
-def _agent_names(sc: Any) -> list[str]:
-    from clustersim.runner import CLUSTER_MODES, scenario_clusters
-
-    if sc.control.mode in CLUSTER_MODES:
-        return list(scenario_clusters(sc))
-    if sc.control.mode == "centralized":
-        return ["central"]
-    return []
-
-
-@app.command()
+@command()
 def acl(
     scenario: Annotated[str, typer.Argument(help="scenario TOML path or built-in name")],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for the files")],
@@ -347,22 +349,22 @@ def acl(
 ) -> None:
     """Write Mosquitto password and ACL files: each agent may publish only its own topics and
     only the plant may publish measurements."""
+    from clustersim.assemble.build import agent_names
     from clustersim.broker.acl import write_acl_files
     from clustersim.scenario import load_scenario
 
+    sc = load_scenario(scenario, overrides=set_ or [])
+    names = agent_names(sc)
     try:
-        sc = load_scenario(scenario, overrides=set_ or [])
-        names = _agent_names(sc)
         files = write_acl_files(names, out)
-    except (ClusterSimError, OSError, ValueError) as exc:
-        _fail(exc)
-        return
+    except ValueError as exc:  # a node name that cannot be a broker user name
+        raise ClusterSimError(str(exc)) from None
     console.print(f"nodes: plant, {', '.join(names) or '(no agents)'}")
     for p in (files.passwd_path, files.acl_path, files.credentials_path):
         console.print(f"wrote {p}")
 
 
-@app.command()
+@command()
 def plant(
     scenario: Annotated[str, typer.Option("--scenario", "-s", help="scenario path or name")],
     broker: Annotated[str, typer.Option(help="mqtt://[user:pass@]host:port")],
@@ -383,7 +385,7 @@ def plant(
     )
 
 
-@app.command()
+@command()
 def agent(
     scenario: Annotated[str, typer.Option("--scenario", "-s", help="scenario path or name")],
     cluster: Annotated[str, typer.Option("--cluster", "-k", help="agent name: C1.., central")],
@@ -396,20 +398,16 @@ def agent(
     """Run one agent of a scenario against a broker until the plant ends the run."""
     import asyncio
 
-    from clustersim.cosim import serve_agent
+    from clustersim.cosim.run import serve_agent
     from clustersim.scenario import load_scenario
 
-    try:
-        sc = load_scenario(scenario, overrides=set_ or [], seed=seed)
-        console.print(f"agent {cluster} of {sc.name or scenario} on {broker}")
-        asyncio.run(serve_agent(sc, cluster, broker))
-    except ClusterSimError as exc:
-        _fail(exc)
-        return
+    sc = load_scenario(scenario, overrides=set_ or [], seed=seed)
+    console.print(f"agent {cluster} of {sc.name or scenario} on {broker}")
+    asyncio.run(serve_agent(sc, cluster, broker))
     console.print(f"agent {cluster}: run over")
 
 
-# ------------------------------------------------------------------ experiments (issue 6)
+# ------------------------------------------------------------------------------ experiments
 
 _SetOpt = Annotated[
     list[str] | None,
@@ -426,9 +424,9 @@ _QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar"
 @contextmanager
 def _experiment_bar(quiet: bool, serial: bool) -> Iterator[Any]:
     """A rich progress bar over the runs (and, for serial runs, the current run's plant steps);
-    yields the experiment's :class:`~clustersim.experiments.Hooks`. The bar appears when the
+    yields the experiment's :class:`~clustersim.studies.jobs.Hooks`. The bar appears when the
     runs start, so an error found while planning stays one line."""
-    from clustersim.experiments import Hooks
+    from clustersim.studies.jobs import Hooks
 
     bar = Progress(
         TextColumn("[bold]{task.description}"),
@@ -473,27 +471,32 @@ def _experiment_bar(quiet: bool, serial: bool) -> Iterator[Any]:
             bar.stop()
 
 
+class _Interrupted(Exception):
+    """Ctrl-C during an experiment whose finished runs are in ``out``."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__(str(out))
+        self.out = out
+
+
 @contextmanager
-def _experiment_errors(out: Path) -> Iterator[None]:
-    """A user's error ends in one line (exit 2); Ctrl-C says where the finished runs are (130)."""
+def _results_in(out: Path) -> Iterator[None]:
+    """Turn Ctrl-C into :class:`_Interrupted` naming the folder of the finished runs."""
     try:
         yield
-    except (ClusterSimError, OSError) as exc:
-        _fail(exc)
     except KeyboardInterrupt:
-        err_console.print(f"[bold red]interrupted[/]: the finished runs are in {out}")
-        raise typer.Exit(code=130) from None
+        raise _Interrupted(out) from None
 
 
 def _print_frame(frame: Any, title: str) -> None:
-    from clustersim.experiments import _fmt_cell
+    from clustersim.results.tables import fmt_cell
 
     table = Table(title=title, show_header=True)
     for col in frame.columns:
         numeric = frame[col].dtype.kind in "iuf"
         table.add_column(str(col), justify="right" if numeric else "left", no_wrap=not numeric)
     for row in frame.itertuples(index=False):
-        table.add_row(*(_fmt_cell(v) for v in row))
+        table.add_row(*(fmt_cell(v) for v in row))
     console.print(table)
 
 
@@ -507,7 +510,7 @@ def _end_experiment(out: Path, outcomes: Sequence[Any]) -> None:
         err_console.print(f"[yellow]{len(failed)} of {len(outcomes)} runs failed[/] (error column)")
 
 
-@app.command()
+@command()
 def compare(
     scenarios: Annotated[
         list[str], typer.Argument(help="scenario TOML paths or built-in names (two or more)")
@@ -522,23 +525,18 @@ def compare(
 ) -> None:
     """Run scenarios on identical plant, profiles and seed; write and print the KPI table
     (compare.csv, compare.md) and the overlay figures."""
-    from clustersim.compare import compare as run_compare
-    from clustersim.experiments import default_out
+    from clustersim.studies.compare import run_compare, write_compare
+    from clustersim.studies.jobs import default_out
 
     out = out or default_out("compare")
-    try:
-        with _experiment_bar(quiet, jobs == 1) as hooks:
-            res = run_compare(
-                scenarios, out, overrides=set_ or [], seed=seed, n_jobs=jobs, hooks=hooks
-            )
-    except (ClusterSimError, OSError) as exc:
-        _fail(exc)
-        return
+    with _experiment_bar(quiet, jobs == 1) as hooks:
+        got = run_compare(scenarios, out, overrides=set_ or [], seed=seed, n_jobs=jobs, hooks=hooks)
+        res = write_compare(got)
     _print_frame(res.shown, "compare")
     _end_experiment(out, res.outcomes)
 
 
-@app.command()
+@command()
 def sweep(
     scenario: Annotated[str, typer.Argument(help="scenario TOML path or built-in name")],
     grid: Annotated[
@@ -564,16 +562,12 @@ def sweep(
 ) -> None:
     """Run a scenario over a parameter grid (with repeats, in processes); write sweep.parquet,
     sweep.csv and KPI-vs-parameter figures."""
-    from clustersim.experiments import default_out
-    from clustersim.sweep import plan_sweep, run_sweep
+    from clustersim.studies.jobs import default_out
+    from clustersim.studies.sweep import plan_sweep, run_sweep
 
-    try:
-        plan = plan_sweep(scenario, grid, repeats=repeats, overrides=set_ or [], seed=seed)
-    except ClusterSimError as exc:
-        _fail(exc)
-        return
+    plan = plan_sweep(scenario, grid, repeats=repeats, overrides=set_ or [], seed=seed)
     out = out or default_out("sweep", plan.name)
-    with _experiment_errors(out):
+    with _results_in(out):
         with _experiment_bar(quiet, jobs == 1) as hooks:
             res = run_sweep(plan, out, n_jobs=jobs, kpis=kpi, hooks=hooks)
     for w in res.warnings:
@@ -582,7 +576,7 @@ def sweep(
     _end_experiment(res.out_dir, res.outcomes)
 
 
-@app.command()
+@command()
 def reproduce(
     name: Annotated[
         str, typer.Argument(help="study: cluster-voltage-control | ev-ec-hi | delay-sweep")
@@ -597,15 +591,14 @@ def reproduce(
     quiet: _QuietOpt = False,
 ) -> None:
     """Reproduce a study of the source papers: its table (CSV, Markdown, printed) and figures."""
-    from clustersim.experiments import default_out
-    from clustersim.reproduce import STUDIES
-    from clustersim.reproduce import reproduce as run_study
+    from clustersim.studies.jobs import default_out
+    from clustersim.studies.reproduce import STUDIES
+    from clustersim.studies.reproduce import reproduce as run_study
 
     if name not in STUDIES:
-        _fail(ClusterSimError(f"{name}: unknown study (studies: {', '.join(STUDIES)})"))
-        return
+        raise ClusterSimError(f"{name}: unknown study (studies: {', '.join(STUDIES)})")
     out = out or default_out("reproduce", name)
-    with _experiment_errors(out):
+    with _results_in(out):
         with _experiment_bar(quiet, jobs == 1) as hooks:
             res = run_study(
                 name, out, quick=quick, overrides=set_ or [], seed=seed, n_jobs=jobs, hooks=hooks
@@ -614,18 +607,14 @@ def reproduce(
     _end_experiment(out, res.outcomes)
 
 
-@app.command()
+@command()
 def report(
     folder: Annotated[Path, typer.Argument(help="a run, compare, sweep or reproduce folder")],
 ) -> None:
     """(Re)write FOLDER/report.html from the tables and figures in the folder."""
-    from clustersim.report import detect_kind, write_report
+    from clustersim.results.report import detect_kind, write_report
 
-    try:
-        path = write_report(folder, detect_kind(folder))
-    except (ClusterSimError, OSError) as exc:
-        _fail(exc)
-        return
+    path = write_report(folder, detect_kind(folder))
     console.print(f"report: [bold]{path}[/]")
 
 

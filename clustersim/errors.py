@@ -1,7 +1,7 @@
 """The one exception hierarchy of clustersim.
 
 This module is a leaf: it imports nothing of ours, so every layer (``broker`` at the bottom
-included) may raise these without breaking the one-way import rule of DESIGN.md.
+included) may raise these without breaking the one-way import rule (README, "Architecture").
 Context is kept as attributes so callers can report it without parsing messages.
 """
 

@@ -1,6 +1,6 @@
 """Scenario files: schema, loading, ``--set`` overrides and the resolved form.
 
-A scenario is a TOML file with one table per pipeline stage (DESIGN.md, "Scenario file"). Every
+A scenario is a TOML file with one table per pipeline stage. Every
 table is a pydantic model that forbids unknown keys, so a typo ends in one line naming the file
 and the key. Built-in scenarios live in the ``clustersim.scenarios`` data package and are
 addressed by name (``ieee33-ev-none``).
@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from clustersim.agents.control import Mode
 from clustersim.agents.local import LocalSettings
 from clustersim.broker.channel import ChannelSettings
 from clustersim.errors import ScenarioError
@@ -41,6 +42,16 @@ DEVICE_KINDS = (
     "oltc",
     "regulator",
 )
+
+
+def _positive(default: Any, description: str) -> Any:
+    """A field that must be above zero."""
+    return Field(default=default, gt=0, description=description)
+
+
+def _non_negative(default: Any, description: str) -> Any:
+    """A field that must be zero or more."""
+    return Field(default=default, ge=0, description=description)
 
 
 class _Table(BaseModel):
@@ -90,16 +101,12 @@ class PartitionConfig(_Table):
 
 
 class ControlConfig(_Table):
-    mode: Literal["none", "local", "centralized", "clustered", "active-only", "reactive-only"] = (
-        "none"
-    )
-    interval_s: int = Field(default=900, gt=0, description="control interval")
+    mode: Mode = "none"
+    interval_s: int = _positive(900, "control interval")
     optimizer: Literal["nsga2", "nsga3", "moead"] = "nsga2"
     pop_size: int = Field(default=40, ge=4, description="population per problem")
     generations: int = Field(default=40, ge=1, description="generations per problem, at most")
-    patience: int = Field(
-        default=8, ge=0, description="stop after this many generations without progress; 0: off"
-    )
+    patience: int = _non_negative(8, "stop after this many generations without progress; 0: off")
     warm_start: bool = Field(
         default=True, description="seed with the setpoints in force and the previous choice"
     )
@@ -118,27 +125,25 @@ class ControlConfig(_Table):
         description="adaptive correction: share of the last measured-minus-modelled voltage "
         "added to the predictions; 0: off",
     )
-    tap_operation_cost: float = Field(default=1.0, ge=0, description="currency per tap step")
-    capacitor_switching_cost: float = Field(default=0.5, ge=0, description="currency per switch")
-    storage_cost_per_mwh: float = Field(default=5.0, ge=0, description="storage wear")
-    coordination_rounds: int = Field(
-        default=2, ge=0, description="boundary exchanges with neighbouring clusters per interval"
+    tap_operation_cost: float = _non_negative(1.0, "currency per tap step")
+    capacitor_switching_cost: float = _non_negative(0.5, "currency per switch")
+    storage_cost_per_mwh: float = _non_negative(5.0, "storage wear")
+    coordination_rounds: int = _non_negative(
+        2, "boundary exchanges with neighbouring clusters per interval"
     )
     round_generations: int = Field(
         default=5,
         ge=1,
         description="generations of a re-optimization in a coordination round (warm-started)",
     )
-    deadline_s: float = Field(
-        default=60.0, gt=0, description="simulated time after the interval start for rounds"
-    )
+    deadline_s: float = _positive(60.0, "simulated time after the interval start for rounds")
     compute_time: Literal["fixed", "per-evaluation", "measured"] = Field(
         default="per-evaluation",
         description="simulated duration of a solve; measured = wall time (not reproducible)",
     )
-    compute_fixed_s: float = Field(default=1.0, ge=0, description="compute_time = fixed")
-    compute_per_evaluation_s: float = Field(
-        default=0.001, ge=0, description="compute_time = per-evaluation: seconds per candidate"
+    compute_fixed_s: float = _non_negative(1.0, "compute_time = fixed")
+    compute_per_evaluation_s: float = _non_negative(
+        0.001, "compute_time = per-evaluation: seconds per candidate"
     )
     local: LocalSettings = Field(
         default_factory=LocalSettings,
@@ -161,26 +166,20 @@ class CommConfig(ChannelSettings):
     transport: Literal["mqtt", "memory"] = "mqtt"
     broker: str = Field(default="", description="empty: embedded broker; else mqtt://host:port")
     clock: Literal["virtual", "realtime"] = "virtual"
-    speed: float = Field(
-        default=60.0,
-        gt=0,
-        description="clock = realtime: simulated seconds per wall second (1 = real time)",
+    speed: float = _positive(
+        60.0, "clock = realtime: simulated seconds per wall second (1 = real time)"
     )
     run_id: str = Field(
         default="",
         pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?$",
         description="topic namespace of the run; empty: <scenario name>-s<seed>",
     )
-    watchdog_s: float = Field(
-        default=30.0, gt=0, description="wall seconds before a silent peer is a fault"
+    watchdog_s: float = _positive(30.0, "wall seconds before a silent peer is a fault")
+    startup_timeout_s: float = _positive(
+        120.0, "wall seconds the plant waits for agents to come online"
     )
-    startup_timeout_s: float = Field(
-        default=120.0, gt=0, description="wall seconds the plant waits for agents to come online"
-    )
-    agent_timeout_s: float = Field(
-        default=1800.0,
-        gt=0,
-        description="simulated seconds without an applied setpoint before local fallback",
+    agent_timeout_s: float = _positive(
+        1800.0, "simulated seconds without an applied setpoint before local fallback"
     )
 
 
@@ -228,7 +227,7 @@ def builtin_scenarios() -> list[str]:
     return sorted(p.stem for p in _scenarios_dir().glob("*.toml"))
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     """A ``--set`` value: any TOML value (number, bool, string, array, inline table), else text."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -251,7 +250,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(nxt, dict):
                 raise ScenarioError("is not a table", source="--set", key=k)
             node = nxt
-        node[keys[-1]] = _parse_value(value.strip())
+        node[keys[-1]] = parse_value(value.strip())
     return out
 
 

@@ -1,1 +1,1 @@
-"""Partition stage (issue 3)."""
+"""Partition stage: electrical distance, metrics, partition methods, pilot buses, constraints."""

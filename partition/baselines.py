@@ -28,8 +28,10 @@ def _seed(rng: np.random.Generator) -> int:
 
 
 def electrical_dissimilarity(ctx: PartitionContext, distance: str = "d_s1") -> np.ndarray:
-    """(n, n) symmetric dissimilarity with zero diagonal: ``"d_s1"`` the S1 B-matrix electrical
-    distance ``M_ij`` (S1 eq. of ``M``), ``"a_s2"`` one minus the S2 coupling ``1 − A_ij``."""
+    """(n, n) symmetric dissimilarity with zero diagonal, dimensionless.
+
+    ``"d_s1"``: the B-matrix electrical distance ``M_ij`` of [NSGA3PART]; ``"a_s2"``: one minus
+    the electrical coupling of [CVC], ``1 − A_ij``."""
     if distance == "d_s1":
         d = np.asarray(ctx.d_s1, dtype=float)
     elif distance == "a_s2":
@@ -43,7 +45,7 @@ def electrical_dissimilarity(ctx: PartitionContext, distance: str = "d_s1") -> n
 
 
 def classical_mds(d: np.ndarray, dims: int) -> np.ndarray:
-    """Classical (Torgerson) MDS: ``B = −½ J D² J``, coordinates ``V_r √λ_r`` of the ``dims``
+    """Classical (Torgerson) MDS [MDS]: ``B = −½ J D² J``, coordinates ``V_r √λ_r`` of the ``dims``
     largest positive eigenvalues. Returns (n, ≤ dims); eigenvector signs fixed (largest |entry|
     positive) so the embedding is deterministic."""
     n = d.shape[0]
@@ -73,8 +75,8 @@ def kmeans(
     n_init: int = 10,
 ) -> np.ndarray:
     """Baseline K-means (Lloyd, k-means++ seeding, ``n_init`` restarts) on a classical-MDS
-    embedding of the electrical distance (``distance="d_s1"``: S1 ``M_ij``; ``"a_s2"``:
-    ``1 − A_ij`` of S2) in ``dims`` dimensions (default ``max(k, 2)``).
+    embedding of the electrical distance (``distance="d_s1"``: [NSGA3PART] ``M_ij``; ``"a_s2"``:
+    ``1 − A_ij`` of [CVC]) in ``dims`` dimensions (default ``max(k, 2)``).
 
     Not repaired: size bounds and connectivity are ignored; violations are reported by
     ``run_partition``."""
@@ -96,9 +98,10 @@ def kmedoids(
     init: str = "build",
     max_iter: int = 300,
 ) -> np.ndarray:
-    """Baseline K-medoids (FasterPAM, ``kmedoids`` package) directly on the electrical-distance
-    matrix (``distance`` as in :func:`kmeans`); ``init="build"`` is PAM's BUILD, ``"random"``
-    draws the initial medoids from the seed. Single-threaded so the result is reproducible.
+    """Baseline K-medoids (FasterPAM [FASTERPAM], ``kmedoids`` package) directly on the
+    electrical-distance matrix (``distance`` as in :func:`kmeans`); ``init="build"`` is PAM's BUILD,
+    ``"random"`` draws the initial medoids from the seed. Single-threaded so the result is
+    reproducible.
 
     Not repaired: size bounds and connectivity are ignored; violations are reported by
     ``run_partition``."""
@@ -119,11 +122,11 @@ def spectral(
     n_neighbors: int | None = None,
     assign_labels: str = "kmeans",
 ) -> np.ndarray:
-    """Baseline spectral clustering (normalized-cut embedding, then K-means on it) with the S2
+    """Baseline spectral clustering (normalized-cut embedding, then K-means on it) with the [CVC]
     electrical coupling ``A_ij`` as affinity (sklearn ``SpectralClustering``,
     ``affinity="precomputed"``).
 
-    U-SPEC-like sparsification: with ``n_neighbors`` set, each node keeps only its
+    U-SPEC-like [USPEC] sparsification: with ``n_neighbors`` set, each node keeps only its
     ``n_neighbors`` strongest couplings (the union over both ends is kept, so the affinity stays
     symmetric), as U-SPEC's K-nearest-representative affinity does; the default keeps the dense
     coupling (the cases are small enough for the exact eigenproblem).
@@ -173,9 +176,9 @@ def louvain(
     resolution: float | None = None,
     bisection_steps: int = 40,
 ) -> np.ndarray:
-    """Baseline Louvain community detection (networkx ``louvain_communities``) on the operating
-    topology ``ctx.graph`` with edge weight = S2 electrical coupling ``A_uv`` of the line's ends
-    (floored at 1e-6 so every line counts).
+    """Baseline Louvain community detection [LOUVAIN] (networkx ``louvain_communities``) on the
+    operating topology ``ctx.graph`` with edge weight = [CVC] electrical coupling ``A_uv`` of the
+    line's ends (floored at 1e-6 so every line counts).
 
     Louvain does not take a cluster count; unless ``resolution`` is given, the resolution γ is
     tuned by bisection on log γ ∈ [1e-4, 1e4] (``bisection_steps``, one fixed seed for every

@@ -1,4 +1,4 @@
-"""Build the :class:`~clustersim.partition.core.PartitionContext` of a case (issue 3, point 1).
+"""Build the :class:`~clustersim.partition.core.PartitionContext` of a case.
 
 :func:`build_context` turns a pandapower net (plus the scenario's resources, profiles and channel
 model) into the arrays every partition metric and method reads; it is the only place of the
@@ -202,9 +202,10 @@ def comm_params(n: int, comm: Any = None) -> CommParams:
     ``comm``: a :class:`CommParams` (returned as is after a shape check), or the scenario's
     ``[comm]`` table as a mapping or object (``latency.mean_ms``, ``loss.p``; missing keys take
     the defaults), or None for the defaults (50 ms mean one-way latency, loss 0.01). Matrices are
-    constant until per-link models exist (issue 5): ``rtt_ms = 2 × mean one-way latency`` and
-    ``loss = p`` between distinct nodes, 0 on the diagonal (an agent does not message itself).
-    ``rtt_max_ms``/``loss_max`` are the matrix maxima, at least a tiny positive number.
+    constant (per-link overrides ``[[comm.links]]`` do not enter them):
+    ``rtt_ms = 2 × mean one-way latency`` and ``loss = p`` between distinct nodes, 0 on the diagonal
+    (an agent does not message itself). ``rtt_max_ms``/``loss_max`` are the matrix maxima, at least
+    a tiny positive number.
     """
     if isinstance(comm, CommParams):
         for name, mat in (("rtt_ms", comm.rtt_ms), ("loss", comm.loss)):
@@ -490,7 +491,7 @@ def _runpp(net: pp.pandapowerNet, warm: bool) -> bool:
 def _snapshot_index(t: int, snapshots: int) -> np.ndarray:
     """``snapshots`` points evenly spread over ``t`` profile points (all of them if fewer)."""
     k = min(snapshots, t)
-    return (np.arange(k) * t) // k  # type: ignore[no-any-return]
+    return (np.arange(k) * t) // k
 
 
 def _zip_loads(net: pp.pandapowerNet) -> bool:
@@ -587,7 +588,7 @@ def build_context(
     """The partition context of ``net`` with ``resources`` and ``profiles`` (module docstring).
 
     ``net`` is not modified (the resources are attached to a copy). ``comm``: see
-    :func:`comm_params`. ``snapshots``: number of S0 snapshots (≥ 1; at most one per profile
+    :func:`comm_params`. ``snapshots``: number of [EVEC] snapshots (≥ 1; at most one per profile
     point). Every array of the result is read-only and its graph frozen: contexts are shared
     (``context_for_case`` caches them), so nothing may change them in place.
 
@@ -603,8 +604,8 @@ def build_context(
     - ``n_resources``: the ResourceSet's devices of :data:`CONTROLLABLE_KINDS` at their bus;
       without resources every in-service sgen, storage, shunt and tap-changing transformer (at
       its HV bus). ``n_users``: every in-service load (EV and exchange stations included).
-    - ``extra``: ``base_mva`` (``net.sn_mva``, the p.u. base of the sensitivities),
-      ``vm_pu_base`` (n,), ``x_b_pu`` (the S1 ``X = (−B)⁻¹``, n × n), ``snapshot_index`` and
+    - ``extra``: ``base_mva`` (``net.sn_mva``, the p.u. base of the sensitivities), ``vm_pu_base``
+      (n,), ``x_b_pu`` (the [NSGA3PART] ``X = (−B)⁻¹``, n × n), ``snapshot_index`` and
       ``snapshot_time_s`` (T_e,), ``failed_snapshots``, ``fused_buses`` (node → its pandapower
       buses, for nodes of several), ``resources_by_kind`` (kind → (n,) counts),
       ``unplaced_devices``, ``resource_set``, ``profiles_source``, ``build_time_s``.
@@ -626,9 +627,10 @@ def _single_thread_blas() -> contextlib.AbstractContextManager[Any]:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover
         return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")  # type: ignore[no-any-return]
+    return threadpool_limits(limits=1, user_api="blas")
 
 
+# length: computes each field of the context once, in dependency order
 def _build(
     net: pp.pandapowerNet,
     resources: ResourceSet | None,
@@ -673,7 +675,7 @@ def _build(
     else:
         n_res, q_comp, p_flex, by_kind, unplaced = _resources_from_net(net, topo)
 
-    # --- S0 snapshots
+    # --- [EVEC] snapshots
     s_qv_t: list[np.ndarray] = [s_qv]
     failed: list[int] = []
     if profiles is None:

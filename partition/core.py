@@ -20,11 +20,12 @@ __all__ = ["CommParams", "Partition", "PartitionContext", "clusters_of", "relabe
 
 @dataclass(frozen=True)
 class CommParams:
-    """What the S2 communication distance needs from the scenario's channel model (issue 5).
+    """What the [CVC] communication distance needs from the scenario's channel model.
 
-    ``rtt_ms[i, j]`` and ``loss[i, j]`` between the agents at nodes i and j; constant matrices
-    from the scenario's default latency (RTT = 2 × mean one-way) and loss until per-link models
-    exist. ``rtt_max_ms``/``loss_max`` normalize them (S2: RTT/RTT_max, loss/loss_max).
+    ``rtt_ms[i, j]`` and ``loss[i, j]`` between the agents at nodes i and j; constant matrices from
+    the scenario's default latency (RTT = 2 × mean one-way) and loss; per-link overrides
+    (``[[comm.links]]``) do not enter them. ``rtt_max_ms``/``loss_max`` normalize them ([CVC]:
+    RTT/RTT_max, loss/loss_max).
     """
 
     rtt_ms: np.ndarray
@@ -56,17 +57,17 @@ class PartitionContext:
     """node of the slack (substation) bus"""
     # --- electrical distance (clustersim.partition.distance) ---------------------------------
     s_qv: np.ndarray
-    """(n, n) Q–V sensitivity ∂V_i/∂Q_j at the base point, p.u./p.u. (S2: (L − M H⁻¹ N)⁻¹)"""
+    """(n, n) Q–V sensitivity ∂V_i/∂Q_j at the base point, p.u./p.u. ([CVC]: (L − M H⁻¹ N)⁻¹)"""
     s_pv: np.ndarray
     """(n, n) P–V sensitivity ∂V_i/∂P_j, p.u./p.u."""
     a_s2: np.ndarray
-    """(n, n) S2 electrical coupling A_ij = 1 − (H^P_ij + H^Q_ij)/max, in [0, 1], 1 on the diagonal"""
+    """(n, n) [CVC] electrical coupling A_ij = 1 − (H^P_ij + H^Q_ij)/max, in [0, 1], diagonal 1"""
     d_s1: np.ndarray
-    """(n, n) S1 B-matrix electrical distance M_ij (Euclidean over d_ij = lg α_ij), ≥ 0"""
+    """(n, n) [NSGA3PART] B-matrix electrical distance M_ij (Euclidean over d_ij = lg α_ij), ≥ 0"""
     e_t: np.ndarray
-    """(T_e, n, n) S0 time-varying edge weights e_ijt = 1 − L_ijt / max L_ijt (one per snapshot)"""
+    """(T_e, n, n) [EVEC] time-varying edge weights e_ijt = 1 − L_ijt / max L_ijt, per snapshot"""
     d_t: np.ndarray
-    """(T_e, n, n) S0 time-varying electrical distance d_ijt"""
+    """(T_e, n, n) [EVEC] time-varying electrical distance d_ijt"""
     # --- power per node over the horizon (MW / Mvar, 15 min resolution) ----------------------
     p_load_mw: np.ndarray
     """(T, n) active load (base loads, EV and exchange-station demand)"""
@@ -90,6 +91,7 @@ class PartitionContext:
 
     @property
     def n(self) -> int:
+        """Number of nodes."""
         return len(self.buses)
 
 
@@ -111,9 +113,11 @@ class Partition:
 
     @property
     def k(self) -> int:
+        """Number of clusters (labels are 0..K-1)."""
         return int(self.labels.max()) + 1 if len(self.labels) else 0
 
     def clusters(self) -> list[list[int]]:
+        """Nodes of each cluster 0..K-1."""
         return clusters_of(self.labels)
 
 

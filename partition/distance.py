@@ -1,20 +1,21 @@
-"""Electrical distance between the nodes of a feeder (issue 3, point 1).
+"""Electrical distance between the nodes of a feeder.
 
-Sources (the papers are not in the repository; equations as summarized in issue 3):
+Sources (keys of ``REFERENCES.md``; the papers were available as quoted summaries, which give no
+equation numbers, so quantities are cited by name):
 
-- **S2** "Cluster Voltage Control of Active Distribution Networks Considering Power Deficit and
-  Resource Allocation" (Electronics 14(13) 2639, 2025): Q–V / P–V sensitivities from the
-  Newton–Raphson Jacobian, ``e_ij = lg(S_jj / S_ij)``, ``H_ij = sqrt(Σ_k (e_ik − e_jk)²)`` for P
-  and Q, and the coupling ``A_ij = 1 − (H^P_ij + H^Q_ij) / max(H^P + H^Q)``.
-- **S1** NSGA-III partitioning paper: flow-independent distance from the B matrix,
+- **[CVC]** "Cluster Voltage Control of Active Distribution Networks Considering Power Deficit and
+  Resource Allocation": Q–V / P–V sensitivities from the Newton–Raphson Jacobian,
+  ``e_ij = lg(S_jj / S_ij)``, ``H_ij = sqrt(Σ_k (e_ik − e_jk)²)`` for P and Q, and the coupling
+  ``A_ij = 1 − (H^P_ij + H^Q_ij) / max(H^P + H^Q)``.
+- **[NSGA3PART]** (NSGA-III partitioning paper): flow-independent distance from the B matrix,
   ``X = (−B)⁻¹``, ``α_ij = ΔV_i/ΔV_j = X_ij / X_jj``, ``d_ij = −lg α_ij``,
   ``M_ij = sqrt(Σ_k (d_ik − d_jk)²)``.
-- **S0** EV/EC HI partition paper: time-varying electrical distance ``d_ijt`` (the S2 Q–V
+- **[EVEC]** (EV/EC HI partition paper): time-varying electrical distance ``d_ijt`` (the [CVC] Q–V
   construction at the operating point of snapshot t), ``L_ijt = d_ijt`` and the edge weights
   ``e_ijt = 1 − L_ijt / max_ij L_ijt`` of the time-coupled electrical modularity.
 
-Jacobian convention (pandapower's, inherited from PYPOWER ``newtonpf``/``dSbus_dV``): the
-mismatch is ``F = [ΔP; ΔQ]`` of the complex injection ``S = V·conj(Ybus·V)`` (generation minus
+Jacobian convention (pandapower's [PANDAPOWER], inherited from PYPOWER ``newtonpf``/``dSbus_dV``):
+the mismatch is ``F = [ΔP; ΔQ]`` of the complex injection ``S = V·conj(Ybus·V)`` (generation minus
 load, p.u. on ``net.sn_mva``), the unknowns are ``[Δθ; Δ|V|]`` — voltage *magnitude* in p.u., not
 ``Δ|V|/|V|`` — with θ over the PV and PQ buses (``pvpq = r_[pv, pq]``) and |V| over the PQ buses::
 
@@ -27,7 +28,7 @@ voltage from ``net._ppc["internal"]["Ybus"]`` and ``["V"]`` with the same formul
 (:func:`jacobian_blocks`). Eliminating one half of the unknowns:
 
 - Q–V (ΔP = 0): ``Δθ = −H⁻¹ N Δ|V|`` gives ``ΔQ = (L − M H⁻¹ N) Δ|V|``, so
-  ``∂|V|/∂Q = (L − M H⁻¹ N)⁻¹`` (S2's ``ΔU = (L − M H⁻¹ N)⁻¹ ΔQ``);
+  ``∂|V|/∂Q = (L − M H⁻¹ N)⁻¹`` (``ΔU = (L − M H⁻¹ N)⁻¹ ΔQ`` of [CVC]);
 - P–V (ΔQ = 0): ``Δθ = −M⁻¹ L Δ|V|`` gives ``ΔP = (N − H M⁻¹ L) Δ|V|``, so
   ``∂|V|/∂P = (N − H M⁻¹ L)⁻¹`` (when there are no PV buses, so that M is square).
 
@@ -198,7 +199,7 @@ def newton_raphson(
 
     ``sbus`` (nb,) complex injections (generation − load), p.u.; ``v0`` start voltages (its
     magnitudes at the slack and PV buses are held). Stops when the largest P/Q mismatch is below
-    ``tol_pu``. Returns ``(V, converged)``. Used for the S0 snapshots, where only the injections
+    ``tol_pu``. Returns ``(V, converged)``. Used for the [EVEC] snapshots, where only the injections
     change between power flows (pandapower's ``runpp`` would rebuild the whole model each time).
     """
     pattern = _JacobianPattern(ybus, np.asarray(pv, dtype=int), np.asarray(pq, dtype=int))
@@ -233,7 +234,7 @@ def sensitivities(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Q–V and P–V sensitivity matrices ``(S_QV, S_PV)`` over all nb buses, p.u./p.u.
 
-    ``S_QV[i, j] = ∂|V_i|/∂Q_j`` with P held (S2: ``(L − M H⁻¹ N)⁻¹``) and
+    ``S_QV[i, j] = ∂|V_i|/∂Q_j`` with P held ([CVC]: ``(L − M H⁻¹ N)⁻¹``) and
     ``S_PV[i, j] = ∂|V_i|/∂P_j`` with Q held (``(N − H M⁻¹ L)⁻¹``), Q and P the injections
     (generation positive), both read off the lower rows of ``J⁻¹`` (module docstring), computed
     as ``(J⁻¹)[k:, :] = (solve(Jᵀ, E[:, k:]))ᵀ`` with a sparse LU of ``Jᵀ``. Rows of the slack
@@ -281,13 +282,13 @@ def ppc_index(net: Any, buses: Sequence[int] | np.ndarray) -> np.ndarray:
     nb = len(net._ppc["internal"]["V"])
     if idx.size and idx.max() >= nb:
         raise PowerFlowError(f"net {net.name!r}: some buses are out of service")
-    return idx  # type: ignore[no-any-return]
+    return idx
 
 
 def _converged_internal(net: Any) -> dict[str, Any]:
     if not bool(getattr(net, "converged", False)):
         raise PowerFlowError(f"net {net.name!r}: no converged power flow (run pandapower.runpp)")
-    return net._ppc["internal"]  # type: ignore[no-any-return]
+    return net._ppc["internal"]
 
 
 def _dsload_dvm(net: Any, internal: dict[str, Any]) -> np.ndarray | None:
@@ -300,7 +301,7 @@ def _dsload_dvm(net: Any, internal: dict[str, Any]) -> np.ndarray | None:
     vm = np.abs(internal["V"])
     dp = bus[:, PD] * (bus[:, CID_P] + 2.0 * bus[:, CZD_P] * vm)
     dq = bus[:, QD] * (bus[:, CID_Q] + 2.0 * bus[:, CZD_Q] * vm)
-    return (dp + 1j * dq) / float(internal["baseMVA"])  # type: ignore[no-any-return]
+    return (dp + 1j * dq) / float(internal["baseMVA"])
 
 
 def net_sensitivities(net: Any, buses: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -326,7 +327,7 @@ def net_sensitivities(net: Any, buses: Sequence[int]) -> tuple[np.ndarray, np.nd
 
 
 def b_matrix_reactance(b: np.ndarray, slack: Sequence[int] | np.ndarray) -> np.ndarray:
-    """S1 ``X = (−B)⁻¹`` over the non-slack buses, 0 rows and columns at the slack, p.u.
+    """``X = (−B)⁻¹`` of [NSGA3PART] over the non-slack buses, 0 rows and columns at the slack, p.u.
 
     ``b`` (nb, nb): the imaginary part of the bus admittance matrix, p.u. (B_ii < 0 for inductive
     branches, so ``−B`` restricted to the non-slack buses is an M-matrix and ``X > 0``).
@@ -342,7 +343,8 @@ def b_matrix_reactance(b: np.ndarray, slack: Sequence[int] | np.ndarray) -> np.n
 
 
 def net_b_matrix_reactance(net: Any, buses: Sequence[int]) -> np.ndarray:
-    """S1 ``X = (−B)⁻¹`` (n, n) of a solved net over the given buses, p.u. on ``net.sn_mva``.
+    """``X = (−B)⁻¹`` of [NSGA3PART], (n, n), of a solved net over the given buses, p.u. on
+    ``net.sn_mva``.
 
     ``B = Im(Ybus)`` is rebuilt (``pandapower.pypower.makeYbus``) from the internal bus and branch
     tables with transformer phase shifts set to 0: a vector group's shift (SimBench's YNd5,
@@ -369,7 +371,8 @@ def net_b_matrix_reactance(net: Any, buses: Sequence[int]) -> np.ndarray:
 
 def attenuation(s: np.ndarray) -> np.ndarray:
     """``e_ij = lg(S_jj / S_ij)`` (dimensionless, decades): how much a voltage change caused at
-    node j is attenuated at node i (S2 eq. of e_ij; S1's ``d_ij = −lg α_ij`` with ``S = X``).
+    node j is attenuated at node i (attenuation e_ij of [CVC]; ``d_ij = −lg α_ij`` of
+    [NSGA3PART] with ``S = X``).
 
     ``S_ij ≤ 0`` (the zero rows and columns of the slack, or a numerically negative entry) is
     clipped to the smallest positive entry of ``S``. Choice: a tiny floor (1e-300) would put the
@@ -383,40 +386,40 @@ def attenuation(s: np.ndarray) -> np.ndarray:
     if pos.size == 0:
         return np.zeros_like(s)
     sc = np.where(np.isfinite(s) & (s > 0), s, pos.min())
-    return np.log10(np.diag(sc)[None, :] / sc)  # type: ignore[no-any-return]
+    return np.log10(np.diag(sc)[None, :] / sc)
 
 
 def electrical_distance(s: np.ndarray) -> np.ndarray:
-    """``H_ij = sqrt(Σ_k (e_ik − e_jk)²)`` with ``e = attenuation(S)`` (S2 eq. of H; S1's M):
-    the Euclidean distance between the attenuation rows of i and j. Symmetric, 0 on the
-    diagonal, ≥ 0, in decades."""
+    """``H_ij = sqrt(Σ_k (e_ik − e_jk)²)`` with ``e = attenuation(S)`` (distance H of [CVC];
+    M of [NSGA3PART]): the Euclidean distance between the attenuation rows of i and j.
+    Symmetric, 0 on the diagonal, ≥ 0, in decades."""
     e = attenuation(s)
     h = cdist(e, e)
     np.fill_diagonal(h, 0.0)
-    return h  # type: ignore[no-any-return]
+    return h
 
 
 def s2_coupling(s_pv: np.ndarray, s_qv: np.ndarray) -> np.ndarray:
-    """S2 electrical coupling ``A_ij = 1 − (H^P_ij + H^Q_ij) / max_ij(H^P + H^Q)`` in [0, 1],
+    """[CVC] electrical coupling ``A_ij = 1 − (H^P_ij + H^Q_ij) / max_ij(H^P + H^Q)`` in [0, 1],
     1 on the diagonal, symmetric (dimensionless). All ones when every distance is 0."""
     h = electrical_distance(s_pv) + electrical_distance(s_qv)
     h_max = float(h.max()) if h.size else 0.0
     if h_max <= 0:
         return np.ones_like(h)
     a = 1.0 - h / h_max
-    return np.clip(a, 0.0, 1.0)  # type: ignore[no-any-return]
+    return np.clip(a, 0.0, 1.0)
 
 
 def s1_alpha(x: np.ndarray) -> np.ndarray:
-    """S1 ``α_ij = ΔV_i / ΔV_j = X_ij / X_jj`` for a reactive injection at j (in (0, 1] on a
-    radial feeder; columns of a zero diagonal entry, the slack, are 0)."""
+    """Voltage ratio ``α_ij = ΔV_i / ΔV_j = X_ij / X_jj`` of [NSGA3PART] for a reactive injection at
+    j (in (0, 1] on a radial feeder; columns of a zero diagonal entry, the slack, are 0)."""
     x = np.asarray(x, dtype=float)
     d = np.diag(x)
-    return np.divide(x, d[None, :], out=np.zeros_like(x), where=d[None, :] > 0)  # type: ignore[no-any-return]
+    return np.divide(x, d[None, :], out=np.zeros_like(x), where=d[None, :] > 0)
 
 
 def s1_distance(x: np.ndarray) -> np.ndarray:
-    """S1 B-matrix electrical distance ``M_ij = sqrt(Σ_k (d_ik − d_jk)²)`` with
+    """[NSGA3PART] B-matrix electrical distance ``M_ij = sqrt(Σ_k (d_ik − d_jk)²)`` with
     ``d_ij = −lg α_ij = lg(X_jj / X_ij)`` (decades; ≥ 0 unless off-nominal transformer ratios
     make α_ij > 1); M is symmetric, 0 on the diagonal, ≥ 0. The slack is treated as in
     :func:`attenuation`."""
@@ -424,11 +427,11 @@ def s1_distance(x: np.ndarray) -> np.ndarray:
 
 
 def time_varying_distance(s_qv_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """S0 time-varying electrical distance and edge weights from Q–V snapshots.
+    """[EVEC] time-varying electrical distance and edge weights from Q–V snapshots.
 
     ``s_qv_t`` (T_e, n, n): ``∂|V|/∂Q`` at the operating point of each snapshot. Returns
-    ``(d_t, e_t)``, both (T_e, n, n): ``d_ijt = H^Q_ij(t)`` (the S2 construction on the Q part,
-    decades; S0's ``L_ijt = d_ijt``) and ``e_ijt = 1 − L_ijt / max_ij L_ijt`` in [0, 1]
+    ``(d_t, e_t)``, both (T_e, n, n): ``d_ijt = H^Q_ij(t)`` (the [CVC] construction on the Q part,
+    decades; ``L_ijt = d_ijt`` of [EVEC]) and ``e_ijt = 1 − L_ijt / max_ij L_ijt`` in [0, 1]
     (1 on the diagonal; all ones for a snapshot whose distances are all 0).
     """
     s_qv_t = np.asarray(s_qv_t, dtype=float)

@@ -1,13 +1,14 @@
-"""Evolutionary partition methods on the branch-cut encoding: S1 NSGA-III, S2 GA, S3 GA–SA.
+"""Evolutionary partition methods on the branch-cut encoding: NSGA-III [NSGA3PART], GA [CVC],
+hybrid GA–SA [ZONAL].
 
 Encoding (all three methods). The operating topology is rooted at the slack node and, when it is
-meshed, reduced to its breadth-first spanning tree (neighbours visited in node order). A
-chromosome is a binary vector over the ``n − 1`` tree edges ("branch on/off", S1): gene ``j`` is 1
-when edge ``j`` is cut. Cutting ``k − 1`` edges of a tree leaves exactly ``k`` connected subtrees,
-so every decoded partition has connected clusters, in the tree and therefore in the graph. Edge
-``j`` is identified by its child node ``tree.edge_child[j]``; the genes are ordered by a
-depth-first preorder of the tree (children in node order), so a contiguous stretch of the
-chromosome is a contiguous part of the feeder and two-point crossover exchanges whole sub-feeders.
+meshed, reduced to its breadth-first spanning tree (neighbours visited in node order). A chromosome
+is a binary vector over the ``n − 1`` tree edges (the "branch on/off" encoding of [NSGA3PART]): gene
+``j`` is 1 when edge ``j`` is cut. Cutting ``k − 1`` edges of a tree leaves exactly ``k`` connected
+subtrees, so every decoded partition has connected clusters, in the tree and therefore in the graph.
+Edge ``j`` is identified by its child node ``tree.edge_child[j]``; the genes are ordered by a
+depth-first preorder of the tree (children in node order), so a contiguous stretch of the chromosome
+is a contiguous part of the feeder and two-point crossover exchanges whole sub-feeders.
 
 Repair (:func:`repair_cuts`) gives every individual exactly ``k − 1`` cuts and, when it can, sizes
 within ``[min_size, max_size]``. It is a deterministic greedy descent on the violation
@@ -15,19 +16,19 @@ within ``[min_size, max_size]``. It is a deterministic greedy descent on the vio
     V = (2n + 1)·|cuts − (k − 1)| + Σ_C max(0, N_bmin − |C|) + max(0, |C| − N_bmax)
 
 over four moves: add a cut, remove a cut, move a cut *forward* (one edge towards the root: the
-cluster below it grows by the upstream node and what hangs from it — S1's forward adjustment
-that lifts a cluster above the minimum size N_bmin) and move a cut *backward* (one edge towards
-the leaves, onto one child edge: the cluster shrinks). Each step applies the move that lowers
-``V`` most; ties go to the move acting on the cut closest to the root (fewest hops from the
+cluster below it grows by the upstream node and what hangs from it — the forward adjustment of
+[NSGA3PART] that lifts a cluster above the minimum size N_bmin) and move a cut *backward* (one edge
+towards the leaves, onto one child edge: the cluster shrinks). Each step applies the move that
+lowers ``V`` most; ties go to the move acting on the cut closest to the root (fewest hops from the
 slack), then to the lowest node index (the edge's child node), then add < remove < forward <
-backward. The descent stops when no move lowers ``V``: the cut count is then always ``k − 1``
-(the count term outweighs any size term). This realizes S1's forward adjustment and its
-connectivity adjustment (cuts moved forward/backward) as one procedure. When the descent ends in
-a local minimum with a size bound still broken, an exact dynamic programme over the tree
+backward. The descent stops when no move lowers ``V``: the cut count is then always ``k − 1`` (the
+count term outweighs any size term). This realizes the forward adjustment and the connectivity
+adjustment of [NSGA3PART] (cuts moved forward/backward) as one procedure. When the descent ends in a
+local minimum with a size bound still broken, an exact dynamic programme over the tree
 (:func:`project_cuts`) replaces the individual by the feasible chromosome with the fewest genes
 changed, so every individual is feasible whenever ``k`` clusters within the bounds exist at all;
-otherwise it stays infeasible and the search ranks it below the feasible ones (NSGA-III:
-constraint ``G = V ≤ 0`` with pymoo's constrained domination; the GAs: a penalty).
+otherwise it stays infeasible and the search ranks it below the feasible ones (NSGA-III: constraint
+``G = V ≤ 0`` with pymoo's constrained domination; the GAs: a penalty).
 """
 
 from __future__ import annotations
@@ -88,10 +89,12 @@ class CutTree:
 
     @property
     def n(self) -> int:
+        """Number of nodes of the tree."""
         return len(self.parent)
 
     @property
     def m(self) -> int:
+        """Number of tree edges (genes of a chromosome), n − 1."""
         return len(self.edge_child)
 
 
@@ -210,6 +213,7 @@ def _pen(s: int, lo: int, hi: int) -> int:  # pragma: no cover - compiled
     return max(0, lo - s) + max(0, s - hi)
 
 
+# length: a numba kernel; splitting it would cost calls inside the GA's fitness loop
 @numba.njit(cache=True, nogil=True)
 def _descent_kernel(
     parent: np.ndarray,
@@ -337,6 +341,7 @@ def repair_cuts(
 _INF = np.int64(1) << 40
 
 
+# length: a numba kernel (tree dynamic program); helpers would cost calls in its loops
 @numba.njit(cache=True, nogil=True)
 def _dp_project_kernel(
     post: np.ndarray,
@@ -500,7 +505,7 @@ def sample_cuts(
     tree: CutTree, n_samples: int, p_cut: float, rng: np.random.Generator
 ) -> np.ndarray:
     """(n_samples, m) chromosomes, every edge cut independently with probability ``p_cut``
-    (S1 initialization: ``P_tr = 1/N_bmin``). Not repaired."""
+    ([NSGA3PART] initialization: ``P_tr = 1/N_bmin``). Not repaired."""
     return rng.random((n_samples, tree.m)) < p_cut
 
 
@@ -548,12 +553,13 @@ def two_point_crossover(
 
 
 # --------------------------------------------------------------------------------------------
-# S1: NSGA-III on (f1, f2, f3) with a fuzzy compromise
+# NSGA-III on (f1, f2, f3) with a fuzzy compromise [NSGA3PART]
 # --------------------------------------------------------------------------------------------
 
 
 def fuzzy_compromise(F: np.ndarray, weights: Sequence[float] = (1 / 3, 1 / 3, 1 / 3)) -> int:
-    """Index of the fuzzy best compromise of a front ``F`` (N, M), all objectives minimized (S1):
+    """Index of the fuzzy best compromise of a front ``F`` (N, M), all objectives minimized
+    (the fuzzy decision of [NSGA3PART]):
 
         μ_i = (f_i^max − f_i) / (f_i^max − f_i^min),   pick argmax Σ_i λ_i μ_i
 
@@ -614,6 +620,7 @@ class _Cache:
         return self.store[key]
 
 
+# length: the pymoo NSGA-III set-up with its problem, sampling, mutation and repair classes
 def _nsga3_search(
     tree: CutTree,
     k: int,
@@ -710,19 +717,21 @@ def nsga3_cut(
     n_gen: int = 100,
     weights: Sequence[float] = (1 / 3, 1 / 3, 1 / 3),
 ) -> np.ndarray:
-    """S1: NSGA-III partition on branch cuts, objectives ``(f1, f2, f3)`` of
-    :func:`clustersim.partition.metrics.s1_objectives` (all minimized), fuzzy compromise.
+    """NSGA-III partition on branch cuts of [NSGA3PART] (search: [NSGA3]), fuzzy compromise.
+
+    Objectives ``(f1, f2, f3)`` of :func:`clustersim.partition.metrics.s1_objectives`, all
+    minimized.
 
     - Encoding and repair: module docstring (k connected clusters always; sizes within
       ``[min_size, max_size]`` whenever such a partition exists, else the individual stays
       infeasible for pymoo's constrained domination on ``G = V``).
-    - Initialization (S1): every branch cut with probability ``P_tr = 1/N_bmin``
+    - Initialization [NSGA3PART]: every branch cut with probability ``P_tr = 1/N_bmin``
       (``N_bmin = min_size``, taken as at least 2 so that not every branch is cut), then repaired.
-    - NSGA-III (pymoo ``NSGA3``) with Das–Dennis reference directions for 3 objectives (the
-      largest number of partitions whose direction count does not exceed ``pop_size``; 91
+    - NSGA-III (pymoo ``NSGA3``) with Das–Dennis [DASDENNIS] reference directions for 3 objectives
+      (the largest number of partitions whose direction count does not exceed ``pop_size``; 91
       directions for the default 92), two-point crossover (probability 0.9) and a cut-shifting
       mutation (probability 0.3 per individual, :func:`shift_mutation`).
-    - Compromise (S1): on the feasible non-dominated front of the final population,
+    - Compromise [NSGA3PART]: on the feasible non-dominated front of the final population,
       μ_i = (f_i^max − f_i)/(f_i^max − f_i^min), pick ``argmax Σ λ_i μ_i`` with
       ``λ = weights`` (:func:`fuzzy_compromise`).
 
@@ -757,7 +766,7 @@ def nsga3_cut(
 
 
 # --------------------------------------------------------------------------------------------
-# S2 GA and S3 hybrid GA–SA (maximize a scalar index)
+# GA [CVC] and hybrid GA–SA [ZONAL] (maximize a scalar index)
 # --------------------------------------------------------------------------------------------
 
 
@@ -825,44 +834,102 @@ def _check_ga(pop_size: int, n_gen: int) -> None:
         raise PartitionError(f"GA needs pop_size >= 2 and n_gen >= 1, got {pop_size}, {n_gen}")
 
 
-def _ga_rho_search(
-    tree: CutTree,
+class _GA:
+    """What both GAs share: repair, penalized scoring (:class:`_Scorer`), the best individual
+    seen (:class:`_Best`), the initial population and breeding."""
+
+    def __init__(
+        self,
+        tree: CutTree,
+        k: int,
+        index: Callable[[np.ndarray], float],
+        *,
+        min_size: int,
+        max_size: int,
+        pop_size: int,
+        n_gen: int,
+    ):
+        _check_ga(pop_size, n_gen)
+        self.tree, self.k, self.pop_size = tree, k, pop_size
+        self.fix = _Repairer(tree, k, min_size, max_size)
+        self.score_fn = _Scorer(tree, k, min_size, max_size, index)
+        self.best = _Best()
+
+    def score(self, pop: np.ndarray) -> np.ndarray:
+        """Penalized scores of ``pop`` (each individual offered as the best seen)."""
+        score, v = self.score_fn(pop)
+        self.best.offer(pop, score, v)
+        return score
+
+    def initial(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The repaired initial population of ``k − 1`` uniform cuts, and its scores."""
+        pop = self.fix(_random_cuts(self.tree, self.pop_size, self.k, rng))
+        return pop, self.score(pop)
+
+    def breed(
+        self, parents: np.ndarray, p_cross: float, p_mut: float, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Two-point crossover (``p_cross``) on consecutive pairs of ``parents``, then a cut-shift
+        mutation of each child with probability ``p_mut``; not repaired."""
+        children = parents.copy()
+        for i in range(0, self.pop_size - 1, 2):
+            if rng.random() < p_cross:
+                children[i], children[i + 1] = two_point_crossover(parents[i], parents[i + 1], rng)
+        for i in range(self.pop_size):
+            if rng.random() < p_mut:
+                children[i] = shift_mutation(self.tree, children[i], rng)
+        return children
+
+    def result(self) -> np.ndarray:
+        """The best chromosome seen."""
+        assert self.best.genes is not None
+        return self.best.genes
+
+
+def _run_ga(
+    ctx: PartitionContext,
     k: int,
-    index: Callable[[np.ndarray], float],
+    index: Callable[[PartitionContext, np.ndarray], float],
+    search: Callable[[_GA], np.ndarray],
     *,
-    rng: np.random.Generator,
     min_size: int,
     max_size: int,
     pop_size: int,
     n_gen: int,
+) -> np.ndarray:
+    """Labels of ``search`` maximizing ``index(ctx, labels)`` on the cut tree of ``ctx`` (or of
+    the partition with no choice)."""
+    trivial = _trivial(ctx, k)
+    if trivial is not None:
+        return trivial
+    tree = cut_tree(ctx.graph, ctx.slack)
+    ga = _GA(
+        tree,
+        k,
+        lambda labels: index(ctx, labels),
+        min_size=min_size,
+        max_size=max_size,
+        pop_size=pop_size,
+        n_gen=n_gen,
+    )
+    return cuts_to_labels(tree, search(ga))
+
+
+def _ga_rho_search(
+    ga: _GA,
+    rng: np.random.Generator,
+    n_gen: int,
     p_cross: float,
     p_mut: tuple[float, float],
 ) -> np.ndarray:
-    _check_ga(pop_size, n_gen)
-
-    fix = _Repairer(tree, k, min_size, max_size)
-
-    score_fn = _Scorer(tree, k, min_size, max_size, index)
-    best = _Best()
-    pop = fix(_random_cuts(tree, pop_size, k, rng))
-    score, v = score_fn(pop)
-    best.offer(pop, score, v)
+    pop, score = ga.initial(rng)
     for g in range(n_gen):
         pm = p_mut[0] + (p_mut[1] - p_mut[0]) * g / max(n_gen - 1, 1)
         elite = pop[int(np.argmax(score))]
-        parents = pop[_roulette(score, pop_size, rng)]
-        children = parents.copy()
-        for i in range(0, pop_size - 1, 2):
-            if rng.random() < p_cross:
-                children[i], children[i + 1] = two_point_crossover(parents[i], parents[i + 1], rng)
-        for i in range(pop_size):
-            if rng.random() < pm:
-                children[i] = shift_mutation(tree, children[i], rng)
-        pop = fix(np.vstack([elite[None, :], children[: pop_size - 1]]))
-        score, v = score_fn(pop)
-        best.offer(pop, score, v)
-    assert best.genes is not None
-    return best.genes
+        children = ga.breed(pop[_roulette(score, ga.pop_size, rng)], p_cross, pm, rng)
+        pop = ga.fix(np.vstack([elite[None, :], children[: ga.pop_size - 1]]))
+        score = ga.score(pop)
+    return ga.result()
 
 
 def ga_rho(
@@ -877,12 +944,12 @@ def ga_rho(
     p_cross: float = 0.8,
     p_mut: tuple[float, float] = (0.1, 0.3),
 ) -> np.ndarray:
-    """S2: genetic algorithm maximizing the comprehensive index ρ
+    """Genetic algorithm of [CVC] maximizing its comprehensive index ρ
     (:func:`clustersim.partition.metrics.s2_rho`), on the branch-cut encoding (module docstring),
     so every cluster is connected and there are exactly ``k`` of them.
 
-    S2's settings: population 100, 200 generations, crossover probability 0.8, roulette-wheel
-    selection, mutation probability rising from 0.1. Choices where S2 is open: the population
+    Settings of [CVC]: population 100, 200 generations, crossover probability 0.8, roulette-wheel
+    selection, mutation probability rising from 0.1. Choices where [CVC] is open: the population
     starts from ``k − 1`` uniformly drawn cuts (repaired); roulette on the window-shifted
     fitness (:func:`_roulette`); the best individual is carried over unchanged (elitism of one);
     two-point crossover on consecutive pairs of selected parents; each child is mutated
@@ -892,83 +959,51 @@ def ga_rho(
     """
     from clustersim.partition import metrics
 
-    trivial = _trivial(ctx, k)
-    if trivial is not None:
-        return trivial
-    tree = cut_tree(ctx.graph, ctx.slack)
-    genes = _ga_rho_search(
-        tree,
+    return _run_ga(
+        ctx,
         k,
-        lambda labels: metrics.s2_rho(ctx, labels),
-        rng=rng,
+        metrics.s2_rho,
+        lambda ga: _ga_rho_search(ga, rng, n_gen, p_cross, p_mut),
         min_size=min_size,
         max_size=max_size,
         pop_size=pop_size,
         n_gen=n_gen,
-        p_cross=p_cross,
-        p_mut=p_mut,
     )
-    return cuts_to_labels(tree, genes)
 
 
 def _ga_sa_search(
-    tree: CutTree,
-    k: int,
-    index: Callable[[np.ndarray], float],
-    *,
+    ga: _GA,
     rng: np.random.Generator,
-    min_size: int,
-    max_size: int,
-    pop_size: int,
     n_gen: int,
     p_cross: float,
     p_mut: float,
     t0: float | None,
     cooling: float,
 ) -> np.ndarray:
-    _check_ga(pop_size, n_gen)
     if not 0 < cooling <= 1:
         raise PartitionError(f"cooling factor must be in (0, 1], got {cooling}")
-
-    fix = _Repairer(tree, k, min_size, max_size)
-
-    score_fn = _Scorer(tree, k, min_size, max_size, index)
-    best = _Best()
-    pop = fix(_random_cuts(tree, pop_size, k, rng))
-    score, v = score_fn(pop)
-    best.offer(pop, score, v)
+    pop, score = ga.initial(rng)
     if t0 is None:
         spread = float(np.std(score))
         t0 = spread / np.log(2.0) if spread > 0 else 1e-6
     temp = float(t0)
     for _ in range(n_gen):
         # binary tournament: the better of two uniformly drawn individuals (lower index on ties)
-        a = rng.integers(pop_size, size=pop_size)
-        b = rng.integers(pop_size, size=pop_size)
+        a = rng.integers(ga.pop_size, size=ga.pop_size)
+        b = rng.integers(ga.pop_size, size=ga.pop_size)
         sel = np.where((score[a] > score[b]) | ((score[a] == score[b]) & (a <= b)), a, b)
-        children = pop[sel].copy()
-        for i in range(0, pop_size - 1, 2):
-            if rng.random() < p_cross:
-                children[i], children[i + 1] = two_point_crossover(
-                    pop[sel[i]], pop[sel[i + 1]], rng
-                )
-        for i in range(pop_size):
-            if rng.random() < p_mut:
-                children[i] = shift_mutation(tree, children[i], rng)
-        children = fix(children)
-        c_score, c_v = score_fn(children)
-        best.offer(children, c_score, c_v)
+        children = ga.fix(ga.breed(pop[sel], p_cross, p_mut, rng))
+        c_score = ga.score(children)
         # Metropolis acceptance of each child against its (first) parent
         parent_score = score[sel]
         gain = c_score - parent_score
-        u = rng.random(pop_size)
+        u = rng.random(ga.pop_size)
         with np.errstate(over="ignore"):
             accept = (gain >= 0) | (u < np.exp(np.minimum(gain, 0.0) / max(temp, 1e-300)))
         pop = np.where(accept[:, None], children, pop[sel])
         score = np.where(accept, c_score, parent_score)
         temp *= cooling
-    assert best.genes is not None
-    return best.genes
+    return ga.result()
 
 
 def ga_sa(
@@ -985,8 +1020,8 @@ def ga_sa(
     t0: float | None = None,
     cooling: float = 0.95,
 ) -> np.ndarray:
-    """S3: hybrid GA–SA maximizing the S3 index (:func:`clustersim.partition.metrics.s3_index`)
-    on the branch-cut encoding (module docstring).
+    """Hybrid GA–SA of [ZONAL] maximizing its composite index
+    (:func:`clustersim.partition.metrics.s3_index`) on the branch-cut encoding (module docstring).
 
     Each generation: binary-tournament selection, two-point crossover (``p_cross``) on
     consecutive pairs, cut-shift mutation (``p_mut`` per child), repair; then simulated-annealing
@@ -996,27 +1031,18 @@ def ga_sa(
     standard deviation of the initial population's fitness divided by ln 2, so a child worse by
     one standard deviation is accepted with probability 1/2 at first) and cools geometrically,
     ``T ← cooling · T`` per generation. Returns the best partition seen over the run.
-    Defaults (S3 leaves them open): the S2 budget, population 100 and 200 generations, so the
-    two GAs are compared at equal cost; crossover 0.8, mutation 0.1, cooling 0.95.
+    Defaults ([ZONAL] leaves them open): the [CVC] budget, population 100 and 200 generations, so
+    the two GAs are compared at equal cost; crossover 0.8, mutation 0.1, cooling 0.95.
     """
     from clustersim.partition import metrics
 
-    trivial = _trivial(ctx, k)
-    if trivial is not None:
-        return trivial
-    tree = cut_tree(ctx.graph, ctx.slack)
-    genes = _ga_sa_search(
-        tree,
+    return _run_ga(
+        ctx,
         k,
-        lambda labels: metrics.s3_index(ctx, labels),
-        rng=rng,
+        metrics.s3_index,
+        lambda ga: _ga_sa_search(ga, rng, n_gen, p_cross, p_mut, t0, cooling),
         min_size=min_size,
         max_size=max_size,
         pop_size=pop_size,
         n_gen=n_gen,
-        p_cross=p_cross,
-        p_mut=p_mut,
-        t0=t0,
-        cooling=cooling,
     )
-    return cuts_to_labels(tree, genes)

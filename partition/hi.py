@@ -1,6 +1,7 @@
-"""HI partition (S0): VMCS initial nodes, then CCE-SAO expansion and annealing.
+"""HI partition [EVEC]: VMCS initial nodes, then CCE-SAO expansion and annealing.
 
-S0 partitions in two stages; the details S0's summary left open are marked "Choice".
+[EVEC] partitions in two stages; the details its quoted summary (``REFERENCES.md``) leaves open
+are marked "Choice".
 
 1. **VMCS** (Monte Carlo sampling of the initial nodes). A candidate is one small connected group
    of *initial nodes* per cluster (``n_initial`` nodes, default 2 — Choice). The first node of
@@ -10,7 +11,7 @@ S0 partitions in two stages; the details S0's summary left open are marked "Choi
    uniformly among the free graph neighbours of the group. Each of the ``n_candidates``
    candidates then undergoes ``n_mutations`` boundary-node mutations: one group (drawn uniformly)
    swaps one of its nodes for a free neighbour of the rest of the group, the group staying
-   connected, and the mutation is kept when the S0 initial-node index σ
+   connected, and the mutation is kept when the [EVEC] initial-node index σ
    (:func:`clustersim.partition.metrics.s0_sigma`, to maximize) rises. The candidate of largest σ
    wins. Sampling loops per candidate; the mutations and σ run for all candidates at once
    (:func:`sigma_batch` equals ``s0_sigma`` candidate by candidate).
@@ -22,7 +23,7 @@ S0 partitions in two stages; the details S0's summary left open are marked "Choi
      nearest). Boundary assignment under ``C_max = max_size``: clusters grow in waves over the
      graph frontier; a frontier node joins its pre-allocated cluster when adjacent to it and
      below C_max, else the adjacent cluster below C_max of nearest centre. Centres are the
-     clusters' medoids under the mean S0 electrical distance ``d̄_ij = mean_t d_ijt``
+     clusters' medoids under the mean [EVEC] electrical distance ``d̄_ij = mean_t d_ijt``
      (``ctx.d_t``), recomputed after every wave (the K-means step). *Exceptional nodes* (no
      adjacent cluster has room) then join the adjacent cluster of nearest centre regardless of
      C_max and K-means passes move boundary nodes to adjacent clusters of nearer centre. The
@@ -31,7 +32,7 @@ S0 partitions in two stages; the details S0's summary left open are marked "Choi
      total size violation ``Σ_c max(|c| − C_max, 0) + max(C_min − |c|, 0)`` (ties: the largest
      gain in distance to the centres), until none is left or no move reduces it. Every cluster
      stays connected throughout.
-   - *Safety net* (ours, not S0): if the corrected expansion still breaks a bound, an exact
+   - *Safety net* (ours, not [EVEC]): if the corrected expansion still breaks a bound, an exact
      dynamic program on a spanning tree (:func:`min_cut_tree_partition`) returns the partition
      into k connected clusters within [C_min, C_max] that cuts the fewest lines inside the
      expansion's clusters. On a radial feeder it is exact, so HI always returns such a partition
@@ -41,11 +42,11 @@ S0 partitions in two stages; the details S0's summary left open are marked "Choi
      (all components of ``A − u`` but the largest), or, when that breaks a size bound, together
      with one compensating move of the same kind; every move keeps every cluster connected and
      within [C_min, C_max]. A steepest-ascent pass on τ (``swap_steps``), simulated annealing
-     (S0: ``t0 = 100``, ``cooling = 0.99`` per iteration, ``sa_iterations = 100``; a random
+     ([EVEC]: ``t0 = 100``, ``cooling = 0.99`` per iteration, ``sa_iterations = 100``; a random
      feasible move is accepted with probability ``min(1, exp(Δτ / T))``), keeping the best
-     partition seen, then a final steepest-ascent pass from it. τ is S0's partition index
+     partition seen, then a final steepest-ascent pass from it. τ is the partition index of [EVEC]
      (:func:`clustersim.partition.metrics.s0_tau`, to maximize). Note: τ lies in [0, 1], so
-     with S0's temperatures (T ≥ 100 · 0.99¹⁰⁰ ≈ 37) almost every move is accepted — the
+     with the temperatures of [EVEC] (T ≥ 100 · 0.99¹⁰⁰ ≈ 37) almost every move is accepted — the
      annealing acts as an exploration walk, and the best-seen partition plus the final ascent
      make the result.
 
@@ -142,7 +143,7 @@ def _feasible(topo: _Topo, labels: np.ndarray, k: int, lo: int, hi: int) -> bool
 
 
 def _mean_distance(ctx: PartitionContext) -> np.ndarray:
-    """``d̄_ij = mean_t d_ijt`` (S0 electrical distance over the snapshots), symmetrized."""
+    """``d̄_ij = mean_t d_ijt`` ([EVEC] electrical distance over the snapshots), symmetrized."""
     d = np.asarray(ctx.d_t, dtype=float)
     d = d.mean(axis=0) if d.ndim == 3 else d
     return 0.5 * (d + d.T)
@@ -187,6 +188,7 @@ def _merge(
                 choice[j:, s:][better] = np.broadcast_to(code, better.shape)[better]
 
 
+# length: the exact tree dynamic program, its table pass and its back-tracking pass
 def min_cut_tree_partition(
     tree: nx.Graph,
     k: int,
@@ -273,7 +275,7 @@ def min_cut_tree_partition(
 
 
 def _spanning_tree(ctx: PartitionContext) -> nx.Graph:
-    """The operating topology when radial, else its maximum spanning tree on S2 coupling."""
+    """The operating topology when radial, else its maximum spanning tree on [CVC] coupling."""
     g = nx.Graph()
     g.add_nodes_from(range(ctx.n))
     a = np.asarray(ctx.a_s2, dtype=float)
@@ -289,7 +291,7 @@ def _dp_partition(
     ctx: PartitionContext, k: int, lo: int, hi: int, hint: np.ndarray | None
 ) -> np.ndarray | None:
     """Feasible partition nearest to ``hint`` (fewest cut lines inside its clusters, ties broken
-    by cutting weakly coupled lines), or, without a hint, the one cutting the weakest S2
+    by cutting weakly coupled lines), or, without a hint, the one cutting the weakest [CVC]
     coupling; ``None`` when the spanning tree admits none."""
     tree = _spanning_tree(ctx)
     a = np.asarray(ctx.a_s2, dtype=float)
@@ -306,7 +308,7 @@ def _dp_partition(
 
 
 class _Sigma:
-    """Vectorized S0 σ over many candidates; per candidate equal to ``metrics.s0_sigma``."""
+    """Vectorized [EVEC] σ over many candidates; per candidate equal to ``metrics.s0_sigma``."""
 
     def __init__(self, ctx: PartitionContext, w1: float, w2: float):
         d = np.asarray(ctx.d_t, dtype=float).mean(axis=0)
@@ -345,7 +347,7 @@ class _Sigma:
 def sigma_batch(
     ctx: PartitionContext, init: np.ndarray, w1: float = 0.5, w2: float = 0.5
 ) -> np.ndarray:
-    """S0 σ (:func:`clustersim.partition.metrics.s0_sigma`) of every candidate of ``init``
+    """[EVEC] σ (:func:`clustersim.partition.metrics.s0_sigma`) of every candidate of ``init``
     (C, k, m): node ids of k groups of up to m initial nodes, ``-1`` padded. Dimensionless."""
     return _Sigma(ctx, w1, w2)(np.asarray(init, dtype=int))
 
@@ -409,7 +411,7 @@ def vmcs(
     w1: float = 0.5,
     w2: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """VMCS (S0): ``n_candidates`` Monte Carlo samples of initial-node groups (one connected
+    """VMCS [EVEC]: ``n_candidates`` Monte Carlo samples of initial-node groups (one connected
     group of up to ``n_initial`` nodes per cluster), each improved by ``n_mutations``
     boundary-node mutations kept when σ rises (see the module docstring).
 
@@ -564,6 +566,7 @@ def _medoids(members: list[set[int]], d: np.ndarray) -> np.ndarray:
     return centers
 
 
+# length: the CCE-SAO expansion loop of [EVEC], step by step as the paper orders it
 def cce_expand(
     ctx: PartitionContext,
     k: int,
@@ -573,7 +576,7 @@ def cce_expand(
     max_size: int,
     kmeans_passes: int = 10,
 ) -> np.ndarray:
-    """Capacity-corrected K-means expansion (S0 CCE) from the initial node groups.
+    """Capacity-corrected K-means expansion ([EVEC] CCE) from the initial node groups.
 
     Returns labels with every node assigned and every cluster connected (each cluster grows from
     its connected initial group over graph edges); the size bounds hold unless the corrections
@@ -715,7 +718,7 @@ def sao_refine(
     cooling: float = 0.99,
     sa_iterations: int = 100,
 ) -> tuple[np.ndarray, float]:
-    """SAO (S0) from a feasible partition: steepest ascent on τ over the topology-aware boundary
+    """SAO [EVEC] from a feasible partition: steepest ascent on τ over the topology-aware boundary
     swaps (at most ``swap_steps`` moves), simulated annealing (temperature ``t0``, multiplied by
     ``cooling`` after each of ``sa_iterations`` iterations; a uniformly drawn feasible move is
     accepted with probability ``min(1, exp(Δτ / T))``), then steepest ascent from the best
@@ -781,7 +784,7 @@ def partition_hi(
     cooling: float = 0.99,
     sa_iterations: int = 100,
 ) -> np.ndarray:
-    """HI partition of S0: VMCS initial nodes (``n_candidates`` × ``n_mutations``, σ weights
+    """HI partition of [EVEC]: VMCS initial nodes (``n_candidates`` × ``n_mutations``, σ weights
     ``w_sigma``), then CCE-SAO (τ weights ``w_tau``; annealing ``t0``, ``cooling``,
     ``sa_iterations``). Every step is described in the module docstring.
 

@@ -25,7 +25,8 @@ from clustersim.partition.core import Partition, PartitionContext, relabel
 
 __all__ = ["METHODS", "method_names", "run_partition"]
 
-# name -> (module, function, one-line description)
+# name -> (module, function, one-line description); a description's S0..S4 label names the source
+# paper of the method ([EVEC], [NSGA3PART], [CVC], [ZONAL], [TCSOM] in REFERENCES.md)
 METHODS: dict[str, tuple[str, str, str]] = {
     "hi": ("hi", "partition_hi", "S0: VMCS initial nodes + CCE-SAO expansion and annealing on tau"),
     "nsga3-cut": (
@@ -44,6 +45,7 @@ METHODS: dict[str, tuple[str, str, str]] = {
 
 
 def method_names() -> list[str]:
+    """Names of the registered partition methods, in registry order."""
     return list(METHODS)
 
 
@@ -52,7 +54,7 @@ def _resolve(method: str) -> Callable[..., np.ndarray]:
         raise PartitionError(f"unknown partition method {method!r} (known: {', '.join(METHODS)})")
     module, func, _ = METHODS[method]
     mod = importlib.import_module(f"clustersim.partition.{module}")
-    return getattr(mod, func)  # type: ignore[no-any-return]
+    return getattr(mod, func)
 
 
 def check_request(ctx: PartitionContext, k: int, min_size: int, max_size: int) -> None:

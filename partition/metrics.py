@@ -1,4 +1,4 @@
-"""Partition metrics of the source papers and the constraint checks (issue 3, point 2).
+"""Partition metrics of the source papers and the constraint checks.
 
 Every metric is a pure function of ``(ctx, labels)``: ``labels`` is an ``(n,)`` integer array
 giving the cluster of each node. Any integers are accepted; clusters are the distinct label
@@ -6,17 +6,19 @@ values, renumbered 0..K-1 in increasing label order, so empty label ids are igno
 metric is invariant under permuting the label ids. Metrics are numpy-vectorized (no Python loop
 over nodes or node pairs) because they run inside GA fitness loops.
 
-Sources cited in the docstrings:
+Sources: the papers are cited by the keys of ``REFERENCES.md`` (full citations there); the
+prefix of a function name (``s0_`` .. ``s4_``) names the paper whose quantity it computes.
 
-- **S0** EV/EC HI partition paper (VMCS initial nodes, CCE-SAO; indices σ, α, β, γ, τ).
-- **S1** NSGA-III partitioning paper (objectives f1, f2, f3).
-- **S2** "Cluster Voltage Control of Active Distribution Networks Considering Power Deficit and
-  Resource Allocation" (modularity on A_ij, P_cover/Q_cover, communication distance, ρ).
-- **S3** zonal planning GA–SA paper (composite index).
-- **S4** TC-SOM PV cluster paper (coupling/balance/correlation indicators and evaluation).
+- ``[EVEC]`` (``s0_``): VMCS initial-node index σ, indices α, β, γ and the partition index τ.
+- ``[NSGA3PART]`` (``s1_``): objectives f1, f2, f3 and the peak-to-valley load shift.
+- ``[CVC]`` (``s2_``): modularity on A_ij, P_cover/Q_cover, communication distance, index ρ.
+- ``[ZONAL]`` (``s3_``): composite partition index.
+- ``[TCSOM]`` (``s4_``): coupling/balance/correlation indicators and evaluation indices.
+- ``[NEWMAN]`` weighted modularity, ``[BRANDES]`` its upper bound.
 
-The papers themselves are not in the repository; equations follow the issue's summary, and every
-detail the summary left open is stated in the docstring that decides it ("Choice: ...").
+The equations follow the papers' quoted summaries (``REFERENCES.md``); these give no equation
+numbers, so docstrings cite each quantity by its name in the paper, and every detail the
+summaries leave open is stated in the docstring that decides it ("Choice: ...").
 
 Conventions shared by all metrics:
 
@@ -72,13 +74,13 @@ __all__ = [
 Labels = npt.ArrayLike
 
 S2_ALPHA1 = 5.0
-"""default steepness α1 of the S2 coverage sigmoid (per unit of P_vac + P_dif)"""
+"""default steepness α1 of the [CVC] coverage sigmoid (per unit of P_vac + P_dif)"""
 S2_GAMMAS = (1 / 3, 1 / 3, 1 / 3)
-"""default S2 communication-distance weights (line length, RTT, loss)"""
+"""default [CVC] communication-distance weights (line length, RTT, loss)"""
 S2_WEIGHTS = (0.25, 0.25, 0.25, 0.25)
-"""default S2 weights ω1..ω4 of ρ (modularity, P_cover, Q_cover, C_dis)"""
+"""default [CVC] weights ω1..ω4 of ρ (modularity, P_cover, Q_cover, C_dis)"""
 S3_WEIGHTS = (0.2, 0.2, 0.2, 0.2, 0.2)
-"""default S3 weights (modularity, α_P, α_Q, β, size balance)"""
+"""default [ZONAL] weights (modularity, α_P, α_Q, β, size balance)"""
 S4_FINE_FEATURES = ("ramp", "correlation", "load_factor")
 """names of the fine-stage columns of :func:`node_features_s4` (its last three columns)"""
 
@@ -162,7 +164,7 @@ def _cached(ctx: PartitionContext, key: Any, build: Callable[[], Any]) -> Any:
 
 def _series(ctx: PartitionContext) -> np.ndarray:
     """(3T, n) stacked p_load, p_gen, q_load."""
-    return _cached(  # type: ignore[no-any-return]
+    return _cached(
         ctx,
         "series",
         lambda: np.vstack([ctx.p_load_mw, ctx.p_gen_mw, ctx.q_load_mvar]).astype(float),
@@ -171,7 +173,7 @@ def _series(ctx: PartitionContext) -> np.ndarray:
 
 def _static(ctx: PartitionContext) -> np.ndarray:
     """(4, n) stacked q_comp, p_flex, n_users, n_resources."""
-    return _cached(  # type: ignore[no-any-return]
+    return _cached(
         ctx,
         "static",
         lambda: np.vstack([ctx.q_comp_mvar, ctx.p_flex_mw, ctx.n_users, ctx.n_resources]).astype(
@@ -198,7 +200,7 @@ def _graph_w(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def _modularity(g: tuple[np.ndarray, np.ndarray, float], L: _L) -> float:
-    """Newman modularity Q = Σ_c [W_c/(2m) − (D_c/2m)²] (W_c ordered-pair intra weight)."""
+    """[NEWMAN] modularity Q = Σ_c [W_c/(2m) − (D_c/2m)²] (W_c ordered-pair intra weight)."""
     w0, deg, two_m = g
     if two_m <= _EPS:
         return 0.0
@@ -226,8 +228,8 @@ def _mean(x: np.ndarray) -> float:
 def weighted_modularity(w: np.ndarray, labels: Labels) -> float:
     """Newman modularity of a weighted graph given as a dense symmetric matrix.
 
-    ``Q = (1/2m) Σ_ij [w_ij − k_i k_j / 2m] δ(c_i, c_j)`` (Newman 2004, weighted form; the
-    modularity of S1 eq. f1, S2 σ, S0 Q_t). The diagonal of ``w`` is ignored (no self-loops);
+    ``Q = (1/2m) Σ_ij [w_ij − k_i k_j / 2m] δ(c_i, c_j)`` ([NEWMAN], weighted form; the modularity
+    in [NSGA3PART] f1, [CVC] σ and [EVEC] Q_t). The diagonal of ``w`` is ignored (no self-loops);
     weights are expected non-negative. Equals ``networkx.algorithms.community.modularity`` on the
     same graph without self-loops. A graph with no weight gives 0. Dimensionless, in [−1/2, 1).
     """
@@ -236,7 +238,7 @@ def weighted_modularity(w: np.ndarray, labels: Labels) -> float:
 
 
 # ============================================================================================
-# S0: VMCS initial-node index σ and partition index τ = w1 α + w2 β + w3 γ
+# [EVEC]: VMCS initial-node index σ and partition index τ = w1 α + w2 β + w3 γ
 # ============================================================================================
 
 
@@ -245,19 +247,21 @@ def _s0_dbar(ctx: PartitionContext) -> np.ndarray:
 
 
 def s0_sigma_parts(ctx: PartitionContext, initial: Sequence[Sequence[int]]) -> dict[str, float]:
-    """S0 VMCS index of a set of initial-node groups (one group of nodes per cluster).
+    """[EVEC] VMCS initial-node index σ and its parts R_distance, R_net.
 
-    - ``r_distance = 1 − exp(−d_min)``: ``d_min`` is the smallest electrical distance between
-      two initial nodes of *different* groups (S0's spreading term). Choice: the distance is the
-      time mean of ``ctx.d_t`` over its snapshots (dimensionless, used as given, not rescaled).
+    ``initial``: groups of initial nodes, one group of nodes per cluster.
+
+    - ``r_distance = 1 − exp(−d_min)``: ``d_min`` is the smallest electrical distance between two
+      initial nodes of *different* groups (the spreading term of [EVEC]). Choice: the distance is
+      the time mean of ``ctx.d_t`` over its snapshots (dimensionless, used as given, not rescaled).
       With one group there is no such pair and ``r_distance = 1``; a node in two groups gives 0.
-    - ``r_net`` (S0's net P/Q compensation of the initial nodes over the horizon). Choice: the
-      compensation a group can give its future cluster at step t is its surplus
-      ``c_P(t) = Σ_i (p_gen + p_flex − p_load)`` (MW) and ``c_Q(t) = Σ_i (q_comp − q_load)``
-      (Mvar); with ``x_P = mean_t max(c_P, 0) / (P̄/K)`` where P̄ = mean system active load and
-      K the number of groups (the demand of an average cluster; likewise x_Q with |Q̄|),
-      a group scores ``(1 − e^(−x_P) + 1 − e^(−x_Q)) / 2`` and ``r_net`` is the mean over
-      groups. A system without load gives x = ∞ (score 1) for any surplus, 0 without one.
+    - ``r_net`` (R_net of [EVEC]: net P/Q compensation of the initial nodes over the horizon).
+      Choice: the compensation a group can give its future cluster at step t is its surplus
+      ``c_P(t) = Σ_i (p_gen + p_flex − p_load)`` (MW) and ``c_Q(t) = Σ_i (q_comp − q_load)`` (Mvar);
+      with ``x_P = mean_t max(c_P, 0) / (P̄/K)`` where P̄ = mean system active load and K the number
+      of groups (the demand of an average cluster; likewise x_Q with |Q̄|), a group scores
+      ``(1 − e^(−x_P) + 1 − e^(−x_Q)) / 2`` and ``r_net`` is the mean over groups. A system without
+      load gives x = ∞ (score 1) for any surplus, 0 without one.
     - ``sigma = w1 r_distance + w2 r_net`` with w1 = w2 = 1/2 (see :func:`s0_sigma`).
 
     All three in [0, 1], dimensionless.
@@ -309,7 +313,7 @@ def _s0_sigma_parts(
 def s0_sigma(
     ctx: PartitionContext, initial: Sequence[Sequence[int]], w1: float = 0.5, w2: float = 0.5
 ) -> float:
-    """S0 VMCS fitness ``σ = w1 R_distance + w2 R_net`` of a set of initial-node groups.
+    """[EVEC] VMCS fitness ``σ = w1 R_distance + w2 R_net`` of a set of initial-node groups.
 
     To maximize; dimensionless, in [0, 1] for w1 + w2 = 1. The parts are defined in
     :func:`s0_sigma_parts`.
@@ -333,9 +337,9 @@ def _q_deficit(ctx: PartitionContext, L: _L) -> np.ndarray:
 
 
 def s0_alpha(ctx: PartitionContext, labels: Labels) -> dict[str, float]:
-    """S0 cluster power self-balance: ``alpha_p``, ``alpha_q``, ``alpha = (α_P + α_Q)/2``.
+    """[EVEC] cluster power self-balance α: ``alpha_p``, ``alpha_q``, ``alpha = (α_P + α_Q)/2``.
 
-    Choice (S0 α over the horizon): for cluster k with generation G_k(t) = Σ p_gen and load
+    Choice ([EVEC] α over the horizon): for cluster k with generation G_k(t) = Σ p_gen and load
     D_k(t) = Σ p_load (MW), ``b_P,k = 1 − Σ_t |G_k − D_k| / Σ_t (G_k + D_k)``: 1 when generation
     meets load at every step, 0 for a cluster of pure load or pure generation, 1 for a cluster
     with neither. Reactive: compensation capacity can be dispatched anywhere in its range, so
@@ -361,11 +365,11 @@ def _inv_topo(ctx: PartitionContext) -> tuple[np.ndarray, np.ndarray]:
         np.fill_diagonal(inv, 0.0)
         return inv, inv.sum(axis=1)
 
-    return _cached(ctx, "inv_topo", build)  # type: ignore[no-any-return]
+    return _cached(ctx, "inv_topo", build)
 
 
 def s0_beta(ctx: PartitionContext, labels: Labels) -> float:
-    """S0 node affiliation β, from ``μ(i, C(i)) / μ(i, V − C(i))``.
+    """[EVEC] node affiliation β, from ``μ(i, C(i)) / μ(i, V − C(i))``.
 
     ``μ(i, S) = mean_{j ∈ S, j ≠ i} 1/h_ij`` with h_ij the hop count of the shortest path
     (``ctx.topo_dist``): how close node i sits to a node set. Choice: the ratio r = μ_in/μ_out
@@ -403,15 +407,15 @@ def _s0_gamma_data(ctx: PartitionContext) -> tuple[np.ndarray, np.ndarray, int]:
         g = deg * inv[:, None]  # normalized degrees, rows sum to 1 (0 for empty snapshots)
         return ebar, g, int(valid.sum())
 
-    return _cached(ctx, "s0_gamma", build)  # type: ignore[no-any-return]
+    return _cached(ctx, "s0_gamma", build)
 
 
 def s0_gamma(ctx: PartitionContext, labels: Labels) -> float:
-    """S0 time-coupled electrical modularity γ on the snapshot weights e_ijt (``ctx.e_t``).
+    """[EVEC] time-coupled electrical modularity γ on the snapshot weights e_ijt (``ctx.e_t``).
 
     Q_t is Newman modularity on snapshot t (diagonal ignored). Choice of normalization: each Q_t
     is bounded by ``Q_max,t = 1 − Σ_c (D_ct / 2m_t)²`` (the value with no inter-cluster weight,
-    Brandes et al. 2008), and ``γ = Σ_t Q_t / Σ_t Q_max,t`` — the mean of the normalized
+    [BRANDES]), and ``γ = Σ_t Q_t / Σ_t Q_max,t`` — the mean of the normalized
     modularities Q_t / Q_max,t weighted by Q_max,t. It is 1 when no snapshot has inter-cluster
     weight, 0 for a random-like split and for K = 1 (Q_max = 0), never below −1. Chosen over the
     plain mean of ratios because it needs one n×n pass instead of one per snapshot (GA loops).
@@ -437,7 +441,7 @@ def _s0_gamma(ctx: PartitionContext, L: _L) -> float:
 def s0_tau(
     ctx: PartitionContext, labels: Labels, w: Sequence[float] = (1 / 3, 1 / 3, 1 / 3)
 ) -> float:
-    """S0 partition index ``τ = w1 α + w2 β + w3 γ`` (to maximize, dimensionless).
+    """[EVEC] partition index ``τ = w1 α + w2 β + w3 γ`` (to maximize, dimensionless).
 
     α from :func:`s0_alpha`, β from :func:`s0_beta`, γ from :func:`s0_gamma`.
     """
@@ -451,16 +455,16 @@ def _s0_tau(ctx: PartitionContext, L: _L, w: Sequence[float]) -> float:
 
 
 # ============================================================================================
-# S2: modularity on A_ij, power/reactive coverage, communication distance, ρ
+# [CVC]: modularity on A_ij, power/reactive coverage, communication distance, ρ
 # ============================================================================================
 
 
 def _s2_graph(ctx: PartitionContext) -> tuple[np.ndarray, np.ndarray, float]:
-    return _cached(ctx, "s2_graph", lambda: _graph_w(ctx.a_s2))  # type: ignore[no-any-return]
+    return _cached(ctx, "s2_graph", lambda: _graph_w(ctx.a_s2))
 
 
 def s2_modularity(ctx: PartitionContext, labels: Labels) -> float:
-    """S2 electrical modularity σ: Newman modularity on the coupling A_ij (``ctx.a_s2``).
+    """[CVC] electrical modularity σ: Newman modularity on the coupling A_ij (``ctx.a_s2``).
 
     Diagonal ignored. Dimensionless, in [−1/2, 1), to maximize.
     """
@@ -469,18 +473,18 @@ def s2_modularity(ctx: PartitionContext, labels: Labels) -> float:
 
 
 def s2_cover(ctx: PartitionContext, labels: Labels, alpha1: float = S2_ALPHA1) -> dict[str, float]:
-    """S2 active and reactive power coverage.
+    """[CVC] active and reactive power coverage P_cover, Q_cover.
 
-    Choice of the per-cluster vacancy (S2's power deficit): the share of the cluster's demand
-    over the horizon that its own resources cannot supply,
+    Choice of the per-cluster vacancy (the power deficit of [CVC]): the share of the cluster's
+    demand over the horizon that its own resources cannot supply,
     ``v_P,k = Σ_t max(D_k − G_k − F_k, 0) / Σ_t D_k`` with D_k = Σ p_load, G_k = Σ p_gen,
     F_k = Σ p_flex (ESS and exchange-station power, MW) and
     ``v_Q,k = Σ_t max(|Q_k| − C_k, 0) / Σ_t |Q_k|`` (Q_k = Σ q_load, C_k = Σ q_comp, Mvar);
-    0 for a cluster without demand. ``p_vac = max_k v_P,k`` (the weakest cluster),
-    ``p_dif`` = population standard deviation of v_P,k over clusters (the inter-cluster spread;
-    0 for K = 1), ``p_cover = 1 / (1 + exp(α1 (p_vac + p_dif)))``; likewise q_vac, q_dif,
-    q_cover. As in S2 the cover lies in (0, 1/2], 1/2 meaning no deficit. α1 = 5 by default
-    (per unit of vacancy). All dimensionless; cover to maximize.
+    0 for a cluster without demand. ``p_vac = max_k v_P,k`` (the weakest cluster), ``p_dif`` =
+    population standard deviation of v_P,k over clusters (the inter-cluster spread; 0 for K = 1),
+    ``p_cover = 1 / (1 + exp(α1 (p_vac + p_dif)))``; likewise q_vac, q_dif, q_cover. As in [CVC]
+    the cover lies in (0, 1/2], 1/2 meaning no deficit. α1 = 5 by default (per unit of vacancy).
+    All dimensionless; cover to maximize.
     """
     L = _L(labels, ctx.n)
     return _s2_cover(ctx, L, alpha1)
@@ -513,13 +517,13 @@ def _comm_exp(ctx: PartitionContext, gammas: tuple[float, float, float]) -> np.n
         np.fill_diagonal(e, 0.0)
         return e
 
-    return _cached(ctx, ("comm", gammas), build)  # type: ignore[no-any-return]
+    return _cached(ctx, ("comm", gammas), build)
 
 
 def s2_comm_distance(
     ctx: PartitionContext, labels: Labels, gammas: Sequence[float] = S2_GAMMAS
 ) -> float:
-    """S2 communication distance index.
+    """[CVC] communication distance index C_dis.
 
     Per cluster ``C_dis,k = 2 / (N_k (N_k − 1)) Σ_{i<j ∈ k} exp(−d_ij)`` with
     ``d_ij = γ1 ℓ_ij / 100 km + γ2 RTT_ij / RTT_max + γ3 loss_ij / loss_max`` (ℓ = line length of
@@ -547,7 +551,7 @@ def s2_rho(
     alpha1: float = S2_ALPHA1,
     gammas: Sequence[float] = S2_GAMMAS,
 ) -> float:
-    """S2 comprehensive index ``ρ = ω1 σ + ω2 P_cover + ω3 Q_cover + ω4 C_dis``.
+    """[CVC] comprehensive index ``ρ = ω1 σ + ω2 P_cover + ω3 Q_cover + ω4 C_dis``.
 
     σ = :func:`s2_modularity`, P_cover/Q_cover from :func:`s2_cover` (steepness ``alpha1``),
     C_dis = :func:`s2_comm_distance` (weights ``gammas``). Default ω = (1/4, 1/4, 1/4, 1/4).
@@ -564,7 +568,7 @@ def s2_rho(
 
 
 # ============================================================================================
-# S1: NSGA-III objectives
+# [NSGA3PART]: NSGA-III objectives
 # ============================================================================================
 
 
@@ -575,11 +579,11 @@ def _s1_graph(ctx: PartitionContext) -> tuple[np.ndarray, np.ndarray, float]:
         w = 1.0 - d / d_max if d_max > _EPS else np.ones_like(d)
         return _graph_w(w)
 
-    return _cached(ctx, "s1_graph", build)  # type: ignore[no-any-return]
+    return _cached(ctx, "s1_graph", build)
 
 
 def peak_valley(p_total_mw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Peak and valley steps of an aggregate load profile (S1's peak-shift rule).
+    """Peak and valley steps of an aggregate load profile (peak-shift rule of [NSGA3PART] f3).
 
     Choice: with m = ⌊T/3⌋, the peak periods are the m steps of highest aggregate load and the
     valley periods the m steps of lowest (ties: the earlier step counts as lower). A flat
@@ -595,18 +599,18 @@ def peak_valley(p_total_mw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def s1_shifted_load(ctx: PartitionContext) -> np.ndarray:
-    """(T, n) active load after S1's demand shift, MW.
+    """(T, n) active load after the demand shift of [NSGA3PART] f3, MW.
 
     Choice: peak and valley steps from the aggregate load ``Σ_i p_load`` (:func:`peak_valley`);
     at every node, 50 % of its load in each peak step is removed and the removed energy is spread
     evenly over the valley steps (node energy conserved).
     """
-    return _cached(ctx, "s1_shift", lambda: _shift(np.asarray(ctx.p_load_mw, dtype=float)))  # type: ignore[no-any-return]
+    return _cached(ctx, "s1_shift", lambda: _shift(np.asarray(ctx.p_load_mw, dtype=float)))
 
 
 def _s1_net(ctx: PartitionContext) -> np.ndarray:
     """(T, n) shifted load minus generation, MW."""
-    return _cached(ctx, "s1_net", lambda: s1_shifted_load(ctx) - ctx.p_gen_mw)  # type: ignore[no-any-return]
+    return _cached(ctx, "s1_net", lambda: s1_shifted_load(ctx) - ctx.p_gen_mw)
 
 
 def _shift(p: np.ndarray) -> np.ndarray:
@@ -620,7 +624,7 @@ def _shift(p: np.ndarray) -> np.ndarray:
 
 
 def s1_objectives(ctx: PartitionContext, labels: Labels) -> tuple[float, float, float]:
-    """S1 objectives (f1, f2, f3), all to minimize.
+    """[NSGA3PART] objectives (f1, f2, f3), all to minimize.
 
     - ``f1 = −Q``: Newman modularity on weights ``w_ij = 1 − M_ij / max M`` from the B-matrix
       electrical distance M (``ctx.d_s1``; diagonal ignored; all weights 1 if M ≡ 0).
@@ -644,7 +648,7 @@ def _s1(ctx: PartitionContext, L: _L) -> tuple[float, float, float]:
 
 
 # ============================================================================================
-# S3: composite index
+# [ZONAL]: composite index
 # ============================================================================================
 
 
@@ -659,7 +663,7 @@ def _size_balance(L: _L) -> float:
 
 
 def s3_index(ctx: PartitionContext, labels: Labels, w: Sequence[float] = S3_WEIGHTS) -> float:
-    """S3 composite partition index (to maximize, dimensionless).
+    """[ZONAL] composite partition index (to maximize, dimensionless).
 
     Choice of terms: ``w1 Q + w2 α_P + w3 α_Q + w4 β + w5 s`` with Q the modularity on the
     electrical coupling A_ij (:func:`s2_modularity`), α_P and α_Q the active and reactive
@@ -683,12 +687,12 @@ def _s3(ctx: PartitionContext, L: _L, w: Sequence[float]) -> float:
 
 
 # ============================================================================================
-# S4: TC-SOM indicators and node features
+# [TCSOM]: TC-SOM indicators and node features
 # ============================================================================================
 
 
 def _s4_coupling(ctx: PartitionContext) -> np.ndarray:
-    """(n, n) S4 electrical coupling E_ij in [0, 1], zero diagonal."""
+    """(n, n) [TCSOM] electrical coupling E_ij in [0, 1], zero diagonal."""
 
     def build() -> np.ndarray:
         s = np.abs(np.asarray(ctx.s_qv, dtype=float))
@@ -703,20 +707,20 @@ def _s4_coupling(ctx: PartitionContext) -> np.ndarray:
         np.fill_diagonal(e, 0.0)
         return e
 
-    return _cached(ctx, "s4_coupling", build)  # type: ignore[no-any-return]
+    return _cached(ctx, "s4_coupling", build)
 
 
 def _s4_graph(ctx: PartitionContext) -> tuple[np.ndarray, np.ndarray, float]:
-    return _cached(ctx, "s4_graph", lambda: _graph_w(_s4_coupling(ctx)))  # type: ignore[no-any-return]
+    return _cached(ctx, "s4_graph", lambda: _graph_w(_s4_coupling(ctx)))
 
 
 def s4_indicators(ctx: PartitionContext, labels: Labels) -> dict[str, float]:
-    """S4 partition indicators (coupling E, balance P, correlation) and evaluation indices.
+    """[TCSOM] partition indicators (coupling E, balance P, correlation) and evaluation indices.
 
     Net load of cluster k: ``N_k(t) = Σ (p_load − p_gen)`` (MW), its step change ΔN_k (MW per
     15 min step; 0 when T < 2).
 
-    - ``coupling``: Newman modularity on the S4 coupling ``E_ij = (s̃_ij + (1 − M_ij/max M)
+    - ``coupling``: Newman modularity on the [TCSOM] coupling ``E_ij = (s̃_ij + (1 − M_ij/max M)
       + 1/h_ij) / 3``, s̃ = |∂V/∂Q| (``ctx.s_qv``, symmetrized) over its largest off-diagonal
       value, M the electrical distance ``ctx.d_s1``, 1/h the topological strength (inverse hop
       count). Choice: modularity rather than a raw intra-cluster mean, so K = 1 and singletons
@@ -791,9 +795,9 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 
 
 def node_features_s4(ctx: PartitionContext) -> np.ndarray:
-    """(n, n + 3) per-node features of the S4 two-stage SOM, every column in [0, 1].
+    """(n, n + 3) per-node features of the [TCSOM] two-stage SOM, every column in [0, 1].
 
-    - Columns ``0..n-1`` (coarse stage, electrical coupling): row i of the S4 coupling matrix
+    - Columns ``0..n-1`` (coarse stage, electrical coupling): row i of the [TCSOM] coupling matrix
       E (see :func:`s4_indicators`) with E_ii = 1 — nodes with similar coupling profiles sit
       close in feature space.
     - Last three columns (fine stage, named in :data:`S4_FINE_FEATURES`), each min–max scaled
@@ -803,7 +807,7 @@ def node_features_s4(ctx: PartitionContext) -> np.ndarray:
       the proxy for how the node's output moves with the others), ``load_factor`` =
       mean_t p_load / max_t p_load (0 without load).
     """
-    return _cached(ctx, "s4_features", lambda: _features(ctx)).copy()  # type: ignore[no-any-return]
+    return _cached(ctx, "s4_features", lambda: _features(ctx)).copy()
 
 
 def _features(ctx: PartitionContext) -> np.ndarray:
@@ -839,7 +843,7 @@ def _edges(ctx: PartitionContext) -> tuple[np.ndarray, np.ndarray, bool]:
         n_comp, _ = connected_components(adj, directed=False)
         return u, v, bool(ctx.n - u.size == n_comp)
 
-    return _cached(ctx, "edges", build)  # type: ignore[no-any-return]
+    return _cached(ctx, "edges", build)
 
 
 def _connected(ctx: PartitionContext, L: _L) -> np.ndarray:
@@ -848,12 +852,12 @@ def _connected(ctx: PartitionContext, L: _L) -> np.ndarray:
     keep = lu == L.lab[v]
     if forest:  # a sub-forest has (nodes − edges) components
         intra = np.bincount(lu[keep], minlength=L.k)
-        return (L.size - intra) == 1  # type: ignore[no-any-return]
+        return (L.size - intra) == 1
     adj = coo_matrix((np.ones(int(keep.sum())), (u[keep], v[keep])), shape=(L.n, L.n))
     n_comp, comp = connected_components(adj, directed=False)
     comp_cluster = np.zeros(n_comp, dtype=np.intp)
     comp_cluster[comp] = L.lab
-    return np.bincount(comp_cluster, minlength=L.k) == 1  # type: ignore[no-any-return]
+    return np.bincount(comp_cluster, minlength=L.k) == 1
 
 
 def clusters_connected(ctx: PartitionContext, labels: Labels) -> np.ndarray:
@@ -866,13 +870,14 @@ def clusters_connected(ctx: PartitionContext, labels: Labels) -> np.ndarray:
 
 
 def load_compensation_balance(ctx: PartitionContext, labels: Labels) -> list[float]:
-    """Per-cluster reactive load–compensation margin, Mvar.
+    """Per-cluster reactive load–compensation margin, Mvar (the load–compensation balance column
+    of [EVEC] Tables 1–2).
 
     Choice: ``Σ q_comp − max_t |Σ q_load(t)|`` over the cluster's nodes — positive when the
     cluster's compensation capacity covers its peak reactive load. Reported, not a constraint.
     """
     L = _L(labels, ctx.n)
-    return _balance(ctx, L).tolist()  # type: ignore[no-any-return]
+    return _balance(ctx, L).tolist()
 
 
 def _balance(ctx: PartitionContext, L: _L) -> np.ndarray:
@@ -930,12 +935,12 @@ def check_constraints(
 def all_metrics(ctx: PartitionContext, labels: Labels) -> dict[str, float]:
     """Every label-only metric, as plain floats (JSON-serializable), all finite.
 
-    Keys: ``tau``, ``alpha``, ``alpha_p``, ``alpha_q``, ``beta``, ``gamma`` (S0);
-    ``modularity`` (= S2 σ), ``p_vac``, ``p_dif``, ``p_cover``, ``q_vac``, ``q_dif``,
-    ``q_cover``, ``c_dis``, ``rho`` (S2, default parameters); ``s1_f1``, ``s1_f2``, ``s1_f3``;
+    Keys: ``tau``, ``alpha``, ``alpha_p``, ``alpha_q``, ``beta``, ``gamma`` [EVEC];
+    ``modularity`` (= [CVC] σ), ``p_vac``, ``p_dif``, ``p_cover``, ``q_vac``, ``q_dif``,
+    ``q_cover``, ``c_dis``, ``rho`` ([CVC], default parameters); ``s1_f1``, ``s1_f2``, ``s1_f3``;
     ``s3_index``; ``s4_coupling``, ``s4_balance``, ``s4_correlation``,
     ``s4_tie_line_fluctuation``, ``s4_self_balancing``, ``s4_ramp_deficit``,
-    ``s4_ramp_rate_mw``, ``s4_load_factor``. (S0's σ is a function of initial nodes, not of a
+    ``s4_ramp_rate_mw``, ``s4_load_factor``. (σ of [EVEC] is a function of initial nodes, not of a
     partition, and is not included.)
     """
     L = _L(labels, ctx.n)

@@ -1,19 +1,19 @@
 """Pilot buses: the one node per cluster whose voltage the cluster agent measures and controls.
 
-S2 selects the pilot bus of each cluster by a composite index ``I = I^V + I^D``: a
+[CVC] selects the pilot bus of each cluster by a composite index ``I = I^V + I^D``: a
 voltage-position index ``I^V`` (how well the node's voltage stands for the cluster's voltages)
 plus a communication index ``I^D`` (how cheaply the node reaches the other nodes of its cluster),
 each normalized to [0, 1] within the cluster, and takes the node of largest ``I``.
 
-The exact choices made here (S2 leaves the normalization open):
+The exact choices made here ([CVC] leaves the normalization open):
 
 - ``I^V_i = Σ_{j ∈ C} ∂V_i/∂Q_j`` (``ctx.s_qv``): the voltage change at ``i`` when every node of
   its cluster ``C`` injects 1 p.u. of reactive power. It rewards both the node's own sensitivity
   and its Q–V coupling to the rest of the cluster, so it picks the most voltage-sensitive,
   best-coupled node (on a radial feeder: the electrically deepest node of the cluster's main path).
-- ``I^D_i = mean_{j ∈ C, j ≠ i} exp(−c_ij)``: the node's share of S2's communication-distance
+- ``I^D_i = mean_{j ∈ C, j ≠ i} exp(−c_ij)``: the node's share of the communication-distance
   index C_dis (:func:`clustersim.partition.metrics.s2_comm_distance`, whose per-cluster value is
-  the mean of ``I^D`` over the cluster), with the S2 distance
+  the mean of ``I^D`` over the cluster), with the [CVC] distance
   ``c_ij = γ1 ℓ_ij / 100 km + γ2 RTT_ij / RTT_max + γ3 loss_ij / loss_max`` (``ctx.length_dist_km``,
   ``ctx.comm``; a zero maximum drops its term; γ = ``metrics.S2_GAMMAS``): a closeness centrality
   of the node among its cluster's agents.
@@ -36,7 +36,7 @@ __all__ = ["communication_distance", "pilot_buses", "pilot_index", "raw_pilot_in
 def communication_distance(
     ctx: PartitionContext, gammas: Sequence[float] = metrics.S2_GAMMAS
 ) -> np.ndarray:
-    """(n, n) S2 communication distance
+    """(n, n) [CVC] communication distance
     ``c_ij = γ1 ℓ_ij / 100 km + γ2 RTT_ij / RTT_max + γ3 loss_ij / loss_max`` (dimensionless,
     the distance inside :func:`clustersim.partition.metrics.s2_comm_distance`), 0 on the diagonal."""
     n = ctx.n
@@ -88,14 +88,14 @@ def raw_pilot_index(ctx: PartitionContext, labels: np.ndarray) -> tuple[np.ndarr
 
 
 def pilot_index(ctx: PartitionContext, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-node ``(I^V, I^D)``, each min–max normalized to [0, 1] within the node's cluster (S2)."""
+    """Per-node ``(I^V, I^D)`` of [CVC], each min–max normalized to [0, 1] within its cluster."""
     lab, k = _contiguous(labels)
     iv, id_ = raw_pilot_index(ctx, lab)
     return _minmax_per_cluster(iv, lab, k), _minmax_per_cluster(id_, lab, k)
 
 
 def pilot_buses(ctx: PartitionContext, labels: np.ndarray) -> list[int]:
-    """Pilot node of each cluster: ``argmax_{i ∈ C} I^V_i + I^D_i`` (S2; the two indices are
+    """Pilot node of each cluster: ``argmax_{i ∈ C} I^V_i + I^D_i`` ([CVC]; the two indices are
     defined in the module docstring). Clusters are the distinct labels in increasing order (for
     labels 0..K-1, entry c is cluster c's pilot). Returns node indices (into ``ctx.buses``)."""
     lab, k = _contiguous(labels)

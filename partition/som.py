@@ -1,7 +1,7 @@
-"""S4: two-stage self-organizing map (TC-SOM) partition, written with numpy.
+"""[TCSOM]: two-stage self-organizing map (TC-SOM) partition, written with numpy.
 
 Features (:func:`clustersim.partition.metrics.node_features_s4`, every column in [0, 1]): the
-``n`` electrical-coupling columns (row ``i`` of the S4 coupling matrix E) and the three fine
+``n`` electrical-coupling columns (row ``i`` of the [TCSOM] coupling matrix E) and the three fine
 columns ramp, correlation and load factor (:data:`~clustersim.partition.metrics.S4_FINE_FEATURES`).
 
 - **Coarse stage.** A SOM on the coupling block only groups electrically coupled nodes; its units
@@ -12,8 +12,8 @@ columns ramp, correlation and load factor (:data:`~clustersim.partition.metrics.
   ``fine_coupling_weight`` so that sub-clusters stay electrically coherent — whose units are
   merged into the share. The result has exactly ``k`` clusters (for ``k ≤ n``).
 
-Dynamic weighted Euclidean distance (S4): ``d(x, w)² = Σ_j α_j (x_j − w_j)²``. Choices where S4
-is open:
+Dynamic weighted Euclidean distance [TCSOM]: ``d(x, w)² = Σ_j α_j (x_j − w_j)²``. Choices where
+[TCSOM] is open:
 
 - Stage weights: each block's column weights sum to the block's stage weight (coarse stage:
   coupling 1, fine 0; fine stage: coupling ``fine_coupling_weight``, fine 1), so a block counts by
@@ -286,7 +286,7 @@ def tc_som(
     epochs: int = 100,
     fine_coupling_weight: float = 0.5,
 ) -> np.ndarray:
-    """S4: two-stage SOM partition into exactly ``k`` clusters (module docstring).
+    """[TCSOM]: two-stage SOM partition into exactly ``k`` clusters (module docstring).
 
     ``k_coarse`` coarse clusters (default ``⌈k/2⌉``, at most ``k``); ``epochs`` passes over the
     nodes per SOM; ``fine_coupling_weight`` the weight of the coupling block in the fine stage

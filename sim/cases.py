@@ -5,13 +5,14 @@ paper uses (a string: "1".."33" for ieee33, the OpenDSS bus names for ieee123, .
 presets and scenario files refer to buses by that label, never by pandapower's row index.
 
 Sources
-- ``ieee33``: pandapower ``case33bw`` (Baran & Wu 1989, 12.66 kV, 33 buses).
-- ``ieee51``: MATPOWER ``case51ga`` (Gampa & Das 2015, 11 kV), converted by
+- ``ieee33``: pandapower ``case33bw`` (Baran & Wu 1989 [IEEE33], 12.66 kV, 33 buses).
+- ``ieee51``: MATPOWER ``case51ga`` (Gampa & Das 2015 [GD51], 11 kV), converted by
   ``clustersim.sim.data.convert_matpower`` into ``data/cases/ieee51.json``.
-- ``ieee69``: MATPOWER ``case69`` (Baran & Wu 1989, 12.66 kV), same converter.
-- ``ieee123``: balanced single-phase equivalent of the IEEE 123-node feeder, converted from the
-  OpenDSS files by ``clustersim.sim.data.convert_ieee123`` into ``data/cases/ieee123.json``.
-- ``simbench-mv-rural`` / ``simbench-mv-semiurb``: SimBench ``1-MV-rural--0-sw`` and
+- ``ieee69``: MATPOWER ``case69`` (Baran & Wu 1989 [IEEE69], 12.66 kV), same converter.
+- ``ieee123``: balanced single-phase equivalent of the IEEE 123-node feeder [IEEE123], converted
+  from the OpenDSS files by ``clustersim.sim.data.convert_ieee123`` into
+  ``data/cases/ieee123.json``.
+- ``simbench-mv-rural`` / ``simbench-mv-semiurb``: SimBench [SIMBENCH] ``1-MV-rural--0-sw`` and
   ``1-MV-semiurb--0-sw`` from the ``simbench`` package, open ring switches honoured (their
   operating topology is radial once the parallel HV/MV transformers are taken as one branch).
 - any path to a pandapower JSON file.

@@ -3,7 +3,7 @@
 Definitions (dt = plant step in hours; sums over converged steps and energized buses):
 
 - ``max_abs_voltage_deviation_pu`` = max |V − 1|; ``mean_abs_voltage_deviation_pu`` = mean |V − 1|
-  (the voltage deviation objective of the source papers, S0 eq. on ΔU and S2 eq. on ΔV);
+  (the voltage deviation objective of the source papers: ΔU in [EVEC], ΔV in [CVC]);
 - ``min_vm_pu``, ``max_vm_pu``;
 - ``voltage_violation_bus_hours`` = Σ_t Σ_i [V_it < vm_min or V_it > vm_max] · dt;
 - ``energy_losses_mwh`` = Σ_t P_loss,t · dt (lines and transformers);

@@ -52,6 +52,7 @@ class NodeAgent(mesa.Agent):
         self.state: dict[str, Any] = {"role": role}
 
     def field(self, key: str) -> Any:
+        """Value of ``key`` in the node's latest interval state (None when absent)."""
         return self.state.get(key)
 
 

@@ -763,9 +763,11 @@ class Plant:
 
     @property
     def record(self) -> PlantRecord:
+        """Everything recorded so far, one row per plant step (:class:`PlantRecord`)."""
         return self._record
 
     def storage_energy_mwh(self) -> dict[str, float]:
+        """Stored energy of every storage device (ESS, exchange-station battery) by name, MWh."""
         return {s.name: s.energy_mwh for s in self._storage}
 
 

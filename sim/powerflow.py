@@ -3,12 +3,11 @@
 Optimizers call this in their inner loop instead of pandapower. It solves N candidates at once
 on the radial operating topology of a pandapower net and agrees with ``pandapower.runpp``
 (defaults: ``calculate_voltage_angles=True``, ``trafo_model="t"``) to better than 1e-6 p.u.;
-pandapower stays the authority on every voltage the plant reports (DESIGN.md, "Plant and power
-flow").
+pandapower [PANDAPOWER] stays the authority on every voltage the plant reports.
 
 Method
 ------
-Backward/forward sweep in the matrix form of Teng (J.-H. Teng, "A direct approach for
+Backward/forward sweep in the matrix form of Teng [TENG] (J.-H. Teng, "A direct approach for
 distribution system load flow solutions", IEEE Trans. Power Delivery 18(3), 2003, 882-887),
 extended to off-nominal complex transformer ratios.
 
@@ -142,6 +141,7 @@ class Injections:
         return int(self.vm_ext_pu.shape[0])
 
     def copy(self) -> Injections:
+        """A copy with every array copied."""
         return Injections(
             **{f.name: getattr(self, f.name).copy() for f in dataclasses.fields(self)}
         )
@@ -275,6 +275,7 @@ class BatchedPowerFlow:
         if len(eg) != 1:
             raise PowerFlowError(f"need exactly one in-service ext_grid, found {len(eg)}")
 
+    # length: turns the net into the sweep's arrays table by table (bus, switch, line, trafo, loads)
     def _compile(self, net: Any) -> None:
         n_bus = len(net.bus)
         bus_in = net.bus.in_service.to_numpy(bool)
@@ -779,6 +780,7 @@ class BatchedPowerFlow:
         yc = ytt - ys
         return a, ys, yp, yc
 
+    # length: one batched solve: set-up, kernel call, and the result arrays it returns
     def solve(self, inj: Injections) -> BatchResult:
         """Solve every candidate of ``inj``; never raises on a non-convergent candidate."""
         N = self._check_shapes(inj)
@@ -866,6 +868,7 @@ class BatchedPowerFlow:
         )
 
 
+# length: a numba kernel; splitting it would cost calls inside the sweep's inner loop
 @numba.njit(cache=True, nogil=True)
 def _sweep_kernel(
     parent,
@@ -889,7 +892,7 @@ def _sweep_kernel(
     """Backward/forward sweeps of every candidate (row); fills the last four arguments.
 
     Nodes are in breadth-first order and ``parent[k]`` is the parent of node k (``n`` = slack),
-    so a reverse pass accumulates subtree sums (``J @ T.T``, Teng's BIBC) and a forward pass
+    so a reverse pass accumulates subtree sums (``J @ T.T``, the BIBC of [TENG]) and a forward pass
     path sums (``(zeta * B) @ T``, BCBV), each O(n). Branch k has ratio ``a_tb[c, tb_pos[k]]``
     and impedance ``z_tb[c, tb_pos[k]]`` when it carries a transformer, else ratio 1 and
     impedance ``zeta_const[k]``. ``s_node``/``y_node`` (columns ``0..n``, slack last) are the

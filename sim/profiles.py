@@ -49,8 +49,8 @@ column, *not* ``sn_mva``):
 
 Forecast errors (seeded, independent per 15 min point, applied to the native series)
 -------------------------------------------------------------------------------------
-Following the source-load prediction error model of Section 3.2.1 of "Cluster Voltage Control of
-Active Distribution Networks Considering Power Deficit and Resource Allocation" (Electronics 14(13)
+Following the source-load prediction error model of [CVC] §3.2.1 ("Cluster Voltage Control of
+Active Distribution Networks Considering Power Deficit and Resource Allocation", Electronics 14(13)
 2639, 2025, doi:10.3390/electronics14132639): load errors are normal, DG (PV, wind) errors are
 Beta distributed. The paper gives the distributions; the parameters here are ours:
 
@@ -186,6 +186,7 @@ class Profiles:
 
     @property
     def columns(self) -> list[str]:
+        """Names of the profile columns (actual and forecast share them)."""
         return [str(c) for c in self.actual.columns]
 
     @functools.cached_property
@@ -443,26 +444,55 @@ def _price(days: int) -> np.ndarray:
 
 
 def _load_error(shape: tuple[int, ...], sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Multiplicative load error factor ``1 + ε``, ``ε ~ N(0, sigma)``."""
+    """Multiplicative load error factor ``1 + ε``, ``ε ~ N(0, sigma)`` ([CVC] §3.2.1)."""
     return 1.0 + rng.normal(0.0, 1.0, shape) * sigma
 
 
 def _dg_error(
     shape: tuple[int, ...], beta: tuple[float, float], w: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """Multiplicative DG error factor ``1 + w·(2X − 1)``, ``X ~ Beta(α, β)``."""
+    """Multiplicative DG error factor ``1 + w·(2X − 1)``, ``X ~ Beta(α, β)`` ([CVC] §3.2.1)."""
     return 1.0 + w * (2.0 * rng.beta(beta[0], beta[1], shape) - 1.0)
 
 
-def _frames(
-    actual: dict[str, np.ndarray], forecast: dict[str, np.ndarray]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _dg_ev_forecast(
+    actual: dict[str, np.ndarray],
+    errors: tuple[float, tuple[float, float], float],
+    rngs: tuple[np.random.Generator, np.random.Generator, np.random.Generator],
+) -> dict[str, np.ndarray]:
+    """Forecasts of the generic ``pv``, ``wind``, ``ev`` and ``price_per_mwh`` columns: DG and EV
+    errors of the module docstring (``errors`` = load sigma, DG beta, DG error max; one generator
+    each for pv, wind, ev), the price known exactly."""
+    sigma, beta, w = errors
+    f_pv, f_wind, f_ev = rngs
+    n = len(actual["pv"])
+    return {
+        "pv": np.clip(actual["pv"] * _dg_error((n,), beta, w, f_pv), 0.0, 1.0),
+        "wind": np.clip(actual["wind"] * _dg_error((n,), beta, w, f_wind), 0.0, 1.0),
+        "ev": np.clip(actual["ev"] * _load_error((n,), sigma, f_ev), 0.0, 1.0),
+        "price_per_mwh": actual["price_per_mwh"].copy(),
+    }
+
+
+def _profiles(
+    actual: dict[str, np.ndarray],
+    forecast: dict[str, np.ndarray],
+    *,
+    source: str,
+    start_day: int,
+    meta: dict[str, Any],
+) -> Profiles:
+    """Native-step :class:`Profiles` of the columns of ``actual`` and their forecasts."""
     n = len(next(iter(actual.values())))
     index = pd.Index(np.arange(n, dtype=np.int64) * NATIVE_STEP_S, name="time_s")
     cols = list(actual)
-    return (
-        pd.DataFrame({c: np.asarray(actual[c], dtype=float) for c in cols}, index=index),
-        pd.DataFrame({c: np.asarray(forecast[c], dtype=float) for c in cols}, index=index),
+    return Profiles(
+        step_s=NATIVE_STEP_S,
+        actual=pd.DataFrame({c: np.asarray(actual[c], dtype=float) for c in cols}, index=index),
+        forecast=pd.DataFrame({c: np.asarray(forecast[c], dtype=float) for c in cols}, index=index),
+        source=source,
+        start_day=start_day,
+        meta=meta,
     )
 
 
@@ -511,16 +541,11 @@ def synthetic(
     forecast = {
         "load_p": load_fc,
         "load_q": load_fc.copy(),
-        "pv": np.clip(pv * _dg_error((n,), beta, w, f_pv), 0.0, 1.0),
-        "wind": np.clip(wind * _dg_error((n,), beta, w, f_wind), 0.0, 1.0),
-        "ev": np.clip(ev * _load_error((n,), sigma, f_ev), 0.0, 1.0),
-        "price_per_mwh": price.copy(),
+        **_dg_ev_forecast(actual, (sigma, beta, w), (f_pv, f_wind, f_ev)),
     }
-    act, fc = _frames(actual, forecast)
-    return Profiles(
-        step_s=NATIVE_STEP_S,
-        actual=act,
-        forecast=fc,
+    return _profiles(
+        actual,
+        forecast,
         source="synthetic",
         start_day=start_day,
         meta={
@@ -638,6 +663,7 @@ def _source_columns(
     return [frame[c].to_numpy()[rows] for c in columns]
 
 
+# length: one pass over SimBench's profile tables (load, sgen, storage), kept in source order
 def from_simbench(
     code: str,
     *,
@@ -745,16 +771,11 @@ def from_simbench(
     forecast |= {
         "load_p": np.maximum(load_p * e_load, 0.0),
         "load_q": load_q * e_load,
-        "pv": np.clip(pv * _dg_error((n,), beta, w, f_pv), 0.0, 1.0),
-        "wind": np.clip(wind * _dg_error((n,), beta, w, f_wind), 0.0, 1.0),
-        "ev": np.clip(ev * _load_error((n,), sigma, f_ev), 0.0, 1.0),
-        "price_per_mwh": price.copy(),
+        **_dg_ev_forecast(actual, (sigma, beta, w), (f_pv, f_wind, f_ev)),
     }
-    act, fc = _frames(actual, forecast)
-    return Profiles(
-        step_s=NATIVE_STEP_S,
-        actual=act,
-        forecast=fc,
+    return _profiles(
+        actual,
+        forecast,
         source=f"simbench:{code}",
         start_day=day,
         meta={

@@ -18,15 +18,18 @@ OLTC at the substation    ``ext_grid.vm_pu`` = ``vm_set_pu`` + tap × ``tap_step
 line regulator            ``trafo`` tap changer (``tap_pos``)
 ========================  ==========================================================
 
-Presets (``sim/data/presets/*.toml``) reproduce the source papers' setups; each file names every
-device and bus and says where the paper is silent and the bus was chosen by us.
+Presets (``sim/data/presets/*.toml``) reproduce the source papers' setups (``ieee33-ev`` and
+``ieee123-ev``: [EVEC]; ``ieee51-ga``: [CVC]); each file names every device and bus and says where
+the paper is silent and the bus was chosen by us.
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import itertools
 import math
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -51,11 +54,23 @@ __all__ = [
     "Wind",
     "load_preset",
     "preset_names",
+    "write_setpoints",
 ]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def _need_order(self, *fields: str) -> None:
+        """Raise unless the named fields are in non-decreasing order."""
+        values = [getattr(self, f) for f in fields]
+        if not all(a <= b for a, b in itertools.pairwise(values)):
+            raise ValueError("need " + " <= ".join(fields))
+
+    def _need_not_above(self, low: str, high: str) -> None:
+        """Raise if field ``low`` is above field ``high``."""
+        if getattr(self, low) > getattr(self, high):
+            raise ValueError(f"{low} above {high}")
 
 
 class _DeviceBase(_Model):
@@ -72,6 +87,7 @@ class PV(_DeviceBase):
 
     @property
     def s_rated_mva(self) -> float:
+        """Inverter rating, MVA: ``s_mva``, or 1.1 × ``p_mw`` when it is not set."""
         return self.s_mva if self.s_mva is not None else 1.1 * self.p_mw
 
 
@@ -117,8 +133,7 @@ class _StorageFields(_Model):
 
     @model_validator(mode="after")
     def _soc(self) -> Any:
-        if self.soc_min > self.soc_max:
-            raise ValueError("soc_min above soc_max")
+        self._need_not_above("soc_min", "soc_max")
         e0 = self.initial_energy_mwh
         if not (0 <= e0 <= self.e_mwh + 1e-12):
             raise ValueError("e_init_mwh outside [0, e_mwh]")
@@ -155,8 +170,7 @@ class SVC(_DeviceBase):
 
     @model_validator(mode="after")
     def _ranges(self) -> SVC:
-        if not self.q_min_mvar <= self.q_init_mvar <= self.q_max_mvar:
-            raise ValueError("need q_min_mvar <= q_init_mvar <= q_max_mvar")
+        self._need_order("q_min_mvar", "q_init_mvar", "q_max_mvar")
         return self
 
 
@@ -171,8 +185,7 @@ class CapacitorBank(_DeviceBase):
 
     @model_validator(mode="after")
     def _init(self) -> CapacitorBank:
-        if self.step_init > self.steps:
-            raise ValueError("step_init above steps")
+        self._need_not_above("step_init", "steps")
         return self
 
 
@@ -185,8 +198,7 @@ class _TapFields(_Model):
 
     @model_validator(mode="after")
     def _taps(self) -> Any:
-        if not self.tap_min <= self.tap_init <= self.tap_max:
-            raise ValueError("need tap_min <= tap_init <= tap_max")
+        self._need_order("tap_min", "tap_init", "tap_max")
         return self
 
 
@@ -234,14 +246,17 @@ class ResourceSet(_Model):
         return self
 
     def of_kind(self, *kinds: str) -> list[Any]:
+        """Devices whose ``kind`` is one of ``kinds``, in file order."""
         return [d for d in self.devices if d.kind in kinds]
 
     def counts(self) -> dict[str, int]:
+        """Number of devices per kind."""
         out: dict[str, int] = {}
         for d in self.devices:
             out[d.kind] = out.get(d.kind, 0) + 1
         return out
 
+    # length: one branch per device kind, each a few pandapower create_* calls
     def attach(self, net: pp.pandapowerNet) -> dict[str, tuple[str, int]]:
         """Create the devices in ``net`` (in place); return device name → (table, row).
 
@@ -259,32 +274,19 @@ class ResourceSet(_Model):
                     f"device {d.name!r}: bus {d.bus!r} is not a bus of case {net.name!r}"
                 ) from None
 
+        def sgen(d: Any, sgen_type: str, p_mw: float, q_mvar: float, **extra: Any) -> None:
+            idx = pp.create_sgen(
+                net, bus(d), p_mw=p_mw, q_mvar=q_mvar, name=d.name, type=sgen_type, **extra
+            )
+            where[d.name] = ("sgen", idx)
+
         for d in self.devices:
             if isinstance(d, PV):  # Wind derives from PV
-                idx = pp.create_sgen(
-                    net,
-                    bus(d),
-                    p_mw=0.0,
-                    q_mvar=0.0,
-                    sn_mva=d.s_rated_mva,
-                    name=d.name,
-                    type="WP" if d.kind == "wind" else "PV",
-                )
-                where[d.name] = ("sgen", idx)
+                sgen_type = "WP" if d.kind == "wind" else "PV"
+                sgen(d, sgen_type, 0.0, 0.0, sn_mva=d.s_rated_mva)
             elif isinstance(d, DG):
                 p0 = d.p_init_mw if d.p_init_mw is not None else d.p_min_mw
-                idx = pp.create_sgen(
-                    net,
-                    bus(d),
-                    p_mw=p0,
-                    q_mvar=0.0,
-                    name=d.name,
-                    type="DG",
-                    max_p_mw=d.p_max_mw,
-                    min_p_mw=d.p_min_mw,
-                    controllable=True,
-                )
-                where[d.name] = ("sgen", idx)
+                sgen(d, "DG", p0, 0.0, max_p_mw=d.p_max_mw, min_p_mw=d.p_min_mw, controllable=True)
             elif isinstance(d, EVStation | ExchangeStation):
                 q = d.p_peak_mw * math.tan(math.acos(d.power_factor))
                 idx = pp.create_load(
@@ -302,18 +304,8 @@ class ResourceSet(_Model):
             elif isinstance(d, ESS):
                 where[d.name] = ("storage", _create_storage(net, bus(d), d, d.name))
             elif isinstance(d, SVC):
-                idx = pp.create_sgen(
-                    net,
-                    bus(d),
-                    p_mw=0.0,
-                    q_mvar=d.q_init_mvar,
-                    name=d.name,
-                    type="SVC",
-                    max_q_mvar=d.q_max_mvar,
-                    min_q_mvar=d.q_min_mvar,
-                    controllable=True,
-                )
-                where[d.name] = ("sgen", idx)
+                lo, hi = d.q_min_mvar, d.q_max_mvar
+                sgen(d, "SVC", 0.0, d.q_init_mvar, max_q_mvar=hi, min_q_mvar=lo, controllable=True)
             elif isinstance(d, CapacitorBank):
                 idx = pp.create_shunt(
                     net,
@@ -360,6 +352,29 @@ class ResourceSet(_Model):
 def oltc_vm_pu(d: OLTC, tap: float) -> float:
     """Source voltage of a slack-bus OLTC at tap position ``tap``."""
     return float(d.vm_set_pu + tap * d.tap_step_percent / 100.0)
+
+
+def write_setpoints(
+    net: pp.pandapowerNet,
+    where: Mapping[str, tuple[str, int]],
+    devices: Mapping[str, Any],
+    setpoints: Mapping[str, Mapping[str, float]],
+) -> None:
+    """Write setpoints as given (no device limits) into the input tables of a net the devices
+    are attached to: ``where`` from :meth:`ResourceSet.attach`, ``devices`` by name."""
+    for name, sp in setpoints.items():
+        table, row = where[name]
+        if table == "sgen":
+            for k, v in sp.items():
+                net.sgen.at[row, k] = v
+        elif table == "storage":
+            net.storage.at[row, "p_mw"] = sp["p_mw"]
+        elif table == "shunt":
+            net.shunt.at[row, "step"] = int(sp["step"])
+        elif table == "ext_grid":
+            net.ext_grid.at[row, "vm_pu"] = oltc_vm_pu(devices[name], sp["tap_pos"])
+        elif table == "trafo":
+            net.trafo.at[row, "tap_pos"] = int(sp["tap_pos"])
 
 
 def _create_storage(net: pp.pandapowerNet, bus: int, d: _StorageFields, name: str) -> int:

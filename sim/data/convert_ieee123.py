@@ -1,16 +1,17 @@
 """Convert the IEEE 123-node test feeder (OpenDSS) into a balanced pandapower net.
 
 Run ``python -m clustersim.sim.data.convert_ieee123 [SRC_DIR] [OUT_DIR]`` (defaults:
-``../shared/data/ieee123`` beside the repository root, and ``sim/data/cases``). It writes
+``DEFAULT_SRC_DIR`` and ``sim/data/cases``; SRC_DIR holds the OpenDSS files named below). It writes
 ``ieee123.json`` (``pandapower.to_json``) and ``ieee123_opendss_vm.csv`` (OpenDSS reference
 voltages, so the shipped net can be checked without OpenDSSDirect). OpenDSSDirect.py is needed
 only here, never at run time.
 
 Source
-    IEEE PES 123-node test feeder as distributed with OpenDSS (dss-extensions/electricdss-tst,
-    commit 3b208397, ``Version8/Distrib/IEEETestCases/123Bus``): ``IEEE123Master.dss`` with its
-    redirects ``IEEELineCodes.DSS``, ``IEEE123Regulators.DSS``, ``IEEE123Loads.DSS``, and
-    ``BusCoords.dat``. 4.16 kV, three-phase unbalanced, 3490 kW / 1920 kvar of spot load.
+    IEEE PES 123-node test feeder [IEEE123] as distributed with OpenDSS [OPENDSS]
+    (dss-extensions/electricdss-tst, commit 3b208397, ``Version8/Distrib/IEEETestCases/123Bus``):
+    ``IEEE123Master.dss`` with its redirects ``IEEELineCodes.DSS``, ``IEEE123Regulators.DSS``,
+    ``IEEE123Loads.DSS``, and ``BusCoords.dat``. 4.16 kV, three-phase unbalanced, 3490 kW /
+    1920 kvar of spot load.
 
 How it is read
     The feeder is compiled and solved with OpenDSSDirect.py (``CalcVoltageBases`` for 4.16 and
@@ -26,7 +27,7 @@ Modelling choices (balanced single-phase equivalent)
       ``300_open`` and ``94_open`` (see switches) and bus 610, the 0.48 kV secondary of the
       150 kVA delta-delta transformer ``xfm1`` at 61s, which carries no load or capacitor (the
       transformer goes with it: the net's only trafos are the four regulators, and there is one
-      voltage level). No other bus is removed or merged (the source paper's 114 buses drop
+      voltage level). No other bus is removed or merged (the 114-bus equivalent of [EVEC] drops
       intermediate nodes; here every node is kept so resource presets can name any OpenDSS bus).
       ``net.bus["phases"]`` records which phases the bus has in the unbalanced feeder ("abc",
       "ac", "a", ...), ``net.bus.geo`` the BusCoords.dat position.
@@ -188,6 +189,7 @@ class ConversionReport:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """The conversion report as text: taps, load, losses and the deviation from OpenDSS."""
         taps = ", ".join(f"{r.Index} {int(r.tap_pos):+d}" for r in self.taps.itertuples())
         return (
             f"ieee123: {len(self.vm)} buses; taps {taps}; load {1e3 * self.total_load_mw:.1f} kW; "
@@ -269,6 +271,7 @@ def _bus_voltages(dss) -> dict[str, dict]:
     return out
 
 
+# length: a straight-line read of the OpenDSS model, element class by element class
 def _read_opendss(src_dir: Path) -> dict:
     """Compile and solve the feeder in OpenDSS; return plain Python data (no dss objects)."""
     master = src_dir / MASTER_FILE
@@ -469,6 +472,7 @@ def _read_coords(src_dir: Path) -> dict[str, tuple[float, float]]:
     return coords
 
 
+# length: a straight-line build of the pandapower net, element class by element class
 def _build_net(data: dict, coords: dict[str, tuple[float, float]]) -> pp.pandapowerNet:
     net = pp.create_empty_network(name="ieee123", f_hz=60.0)
     vm = data["vm_settled"]
@@ -703,6 +707,8 @@ def convert(src_dir: str | Path = DEFAULT_SRC_DIR) -> tuple[pp.pandapowerNet, Co
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Convert the feeder in SRC_DIR and write the net and the OpenDSS reference voltages to
+    OUT_DIR; return the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m clustersim.sim.data.convert_ieee123", description=__doc__.splitlines()[0]
     )

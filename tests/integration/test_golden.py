@@ -41,9 +41,7 @@ def _table(path: Path) -> pd.DataFrame | None:
 def _run(name: str, out: Path) -> Path:
     from clustersim.runner import run_scenario
 
-    scenario = load_scenario(
-        name, overrides=[f"run.duration_h={HOURS}", "comm.transport=memory"]
-    )
+    scenario = load_scenario(name, overrides=[f"run.duration_h={HOURS}", "comm.transport=memory"])
     return run_scenario(scenario, out).out_dir
 
 

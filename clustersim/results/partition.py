@@ -1,0 +1,139 @@
+"""Partition results for people: JSON document, figure, tables (CLI ``partition`` commands)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from clustersim.fileio import write_text
+from clustersim.partition.core import Partition, PartitionContext
+from clustersim.results.figures import pyplot, save_figure
+
+__all__ = ["draw_partition", "partition_doc", "tree_layout", "write_partition"]
+
+HEADLINE_METRICS = ("tau", "modularity", "alpha", "beta", "gamma", "rho")
+
+
+def _num(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, dict):
+        return {k: _num(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_num(x) for x in v]
+    return v
+
+
+def partition_doc(p: Partition, ctx: PartitionContext) -> dict[str, Any]:
+    """The ``partition.json`` / ``--json`` document (bus labels, not node numbers)."""
+    per = p.constraints.get("per_cluster", [])
+    clusters = []
+    for c, nodes in enumerate(p.clusters()):
+        info = per[c] if c < len(per) else {}
+        clusters.append(
+            {
+                "id": c,
+                "buses": [ctx.bus_labels[i] for i in nodes],
+                "pilot_bus": ctx.bus_labels[p.pilots[c]],
+                "size": len(nodes),
+                "connected": bool(
+                    info.get("connected", nx.is_connected(ctx.graph.subgraph(nodes)))
+                ),
+                "n_resources": int(ctx.n_resources[nodes].sum()),
+            }
+        )
+    return _num(
+        {
+            "method": p.method,
+            "case": p.case,
+            "k": p.k,
+            "clusters": clusters,
+            "metrics": {k: float(v) for k, v in p.metrics.items()},
+            "constraints": {
+                k: bool(p.constraints[k])
+                for k in ("connected", "size_ok", "resources_ok", "k_ok")
+                if k in p.constraints
+            },
+            "runtime_s": round(p.runtime_s, 4),
+            "params": p.params,
+        }
+    )
+
+
+def tree_layout(g: nx.Graph, root: int) -> dict[int, tuple[float, float]]:
+    """Layered drawing of a radial feeder: x = hops from the root, y = leaf order (DFS)."""
+    pos: dict[int, tuple[float, float]] = {}
+    tree = nx.bfs_tree(g, root)
+    next_y = [0.0]
+
+    def place(node: int, depth: int) -> float:
+        kids = sorted(tree.successors(node))
+        if not kids:
+            y = next_y[0]
+            next_y[0] += 1.0
+        else:
+            y = float(np.mean([place(c, depth + 1) for c in kids]))
+        pos[node] = (float(depth), -y)
+        return y
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10 * g.number_of_nodes() + 100))
+    try:
+        place(root, 0)
+    finally:
+        sys.setrecursionlimit(limit)
+    for n in g.nodes:  # nodes off the tree (should not happen on a connected feeder)
+        pos.setdefault(n, (0.0, next_y[0]))
+    return pos
+
+
+def draw_partition(p: Partition, ctx: PartitionContext, path: Path) -> None:
+    """Network coloured by cluster, pilots marked (bus coordinates when the case has them)."""
+    plt = pyplot()
+    if ctx.coords is not None:
+        pos = {i: (float(ctx.coords[i, 0]), float(ctx.coords[i, 1])) for i in range(ctx.n)}
+    else:
+        pos = tree_layout(ctx.graph, ctx.slack)
+    cmap = plt.get_cmap("tab20" if p.k > 10 else "tab10")
+    colors = [cmap(int(c) % cmap.N) for c in p.labels]
+    size = max(4.0, min(14.0, 0.08 * ctx.n + 4))
+    fig, ax = plt.subplots(figsize=(size, 0.7 * size))
+    nx.draw_networkx_edges(ctx.graph, pos, ax=ax, edge_color="0.6", width=1.0)
+    nx.draw_networkx_nodes(ctx.graph, pos, ax=ax, node_color=colors, node_size=60, linewidths=0)
+    nx.draw_networkx_nodes(
+        ctx.graph,
+        pos,
+        nodelist=p.pilots,
+        ax=ax,
+        node_color=[colors[i] for i in p.pilots],
+        node_size=220,
+        node_shape="*",
+        edgecolors="k",
+        linewidths=0.8,
+    )
+    if ctx.n <= 70:
+        nx.draw_networkx_labels(
+            ctx.graph, pos, labels=dict(enumerate(ctx.bus_labels)), ax=ax, font_size=6
+        )
+    ok = (
+        "all constraints met"
+        if all(p.constraints.get(k, True) for k in ("connected", "size_ok", "resources_ok"))
+        else "constraint violated: "
+        + ", ".join(
+            k for k in ("connected", "size_ok", "resources_ok") if not p.constraints.get(k, True)
+        )
+    )
+    ax.set_title(f"{ctx.name}: {p.method}, {p.k} clusters (★ pilot bus); {ok}")
+    ax.set_axis_off()
+    save_figure(fig, path, 110)
+
+
+def write_partition(p: Partition, ctx: PartitionContext, out_dir: Path) -> None:
+    """``partition.json`` and ``figures/partition.png`` in ``out_dir`` (each written atomically)."""
+    write_text(out_dir / "partition.json", json.dumps(partition_doc(p, ctx), indent=2) + "\n")
+    draw_partition(p, ctx, out_dir / "figures" / "partition.png")

@@ -1,0 +1,543 @@
+"""``clustersim reproduce NAME``: the studies of the source papers, one command each.
+
+- ``cluster-voltage-control`` — the cluster voltage control paper (51-bus feeder, five
+  scenarios: no control, centralized, active power only, reactive power only, clustered;
+  built-ins ``ieee51-ga-{none,centralized,active,reactive,clustered}``): voltage band, full-day
+  maximum voltage deviation, losses and cost per scenario (its scenario table), maximum
+  deviation per bus (its Fig. 5a), voltage at the worst bus and losses over the day.
+- ``ev-ec-hi`` — the EV/EC paper (hierarchical clustering HI, EV and exchange stations,
+  ieee33/123): clustered control on the HI, K-means, K-medoids and spectral partitions against
+  centralized control; voltage deviation at the most fluctuating node (the bus whose voltage
+  varies most, by standard deviation over the day, in the uncontrolled run) and the scheduling
+  time (``control_wall_time_s``: the agents' solve times summed; ``control_critical_path_s``:
+  the slowest agent per control step, summed); the voltage at that node over the day per
+  method (its Fig. 6). A baseline partition with a disconnected cluster cannot be controlled
+  cluster by cluster: the runner refuses it and the table says so; nothing is repaired.
+- ``delay-sweep`` — communication latency (mean 0/50/200/1000 ms) × message loss
+  (0/5/20 %) on ``ieee33-ev-clustered``, clustered against centralized control (one grid axis
+  ``control.mode``), with the sweep machinery (:mod:`clustersim.studies.sweep`).
+
+Each writes ``OUT/<study>.csv`` and ``OUT/<study>.md`` (the table, also printed),
+``OUT/figures/*.png`` drawn from the tables and run folders, ``OUT/runs/<label>/`` and
+``OUT/reproduce.json``. ``quick`` (tests, smoke runs) prepends
+:data:`QUICK_OVERRIDES` (2 h, a light optimizer budget, in-memory
+transport) and uses smaller grids / one case; the full studies are what the README reports.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clustersim.errors import ScenarioError
+from clustersim.fileio import write_json
+from clustersim.results.figures import pyplot, save_figure
+from clustersim.results.report import write_report
+from clustersim.results.tables import read_timeseries, write_captions, write_table
+from clustersim.studies.compare import (
+    compare_captions,
+    compare_figures,
+    most_fluctuating_bus,
+    plan_compare,
+    plot_bus_voltage,
+    run_compare,
+    with_run_id,
+)
+from clustersim.studies.jobs import Hooks, Job, Outcome, run_jobs
+from clustersim.studies.sweep import plan_sweep, run_sweep
+
+__all__ = ["DISCONNECTED", "STUDIES", "ReproduceResult", "reproduce", "run_status"]
+
+QUICK_OVERRIDES = (
+    "run.duration_h=2",
+    "control.pop_size=12",
+    "control.generations=4",
+    "control.round_generations=2",
+    "comm.transport=memory",
+)
+"""``reproduce --quick``: a short horizon and a light optimizer budget (tests, smoke runs)"""
+
+DISCONNECTED = "partition disconnected: not controllable"
+
+
+@dataclass
+class ReproduceResult:
+    """A finished study: its folder, the full and the shown tables, the runs' outcomes."""
+
+    out_dir: Path
+    study: str
+    frame: pd.DataFrame
+    """<study>.csv"""
+    shown: pd.DataFrame
+    """<study>.md"""
+    figures: list[Path] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudyArgs:
+    """What every study is run with: ``--quick``, the ``--set`` overrides of every run (quick
+    ones first), the common seed (``None``: the scenarios'), the worker count, the progress
+    hooks."""
+
+    quick: bool
+    overrides: list[str]
+    seed: int | None
+    n_jobs: int
+    hooks: Hooks | None
+
+
+def _rel(out_dir: Path, paths: Sequence[Path]) -> list[str]:
+    return [p.relative_to(out_dir).as_posix() for p in paths]
+
+
+# ------------------------------------------------------------ cluster-voltage-control
+
+CVC_SCENARIOS = (
+    ("ieee51-ga-none", 1),
+    ("ieee51-ga-centralized", 2),
+    ("ieee51-ga-active", 3),
+    ("ieee51-ga-reactive", 4),
+    ("ieee51-ga-clustered", 5),
+)
+"""the cluster voltage control paper's scenarios 1–5 and their built-ins"""
+
+
+def _cluster_voltage_control(out_dir: Path, a: StudyArgs) -> ReproduceResult:
+    """The cluster voltage control paper's five scenarios on its 51-bus feeder: the scenario
+    table (voltage band, full-day max deviation, losses, cost) and Fig. 5a."""
+    names = [n for n, _ in CVC_SCENARIOS]
+    got = run_compare(
+        names, out_dir, overrides=a.overrides, seed=a.seed, n_jobs=a.n_jobs, hooks=a.hooks
+    )
+    frame = got.frame.copy()
+    frame.insert(0, "paper_scenario", [k for _, k in CVC_SCENARIOS])
+    shown = pd.DataFrame(
+        {
+            "scenario": [f"{k}" for _, k in CVC_SCENARIOS],
+            "label": frame["label"],
+            "mode": frame["mode"],
+        }
+    )
+    band = []
+    for lo, hi in zip(_col(frame, "min_vm_pu"), _col(frame, "max_vm_pu"), strict=True):
+        band.append("–" if not np.isfinite(lo) else f"{lo:.3f}–{hi:.3f}")
+    shown["voltage band p.u."] = band
+    for key, title in (
+        ("max_abs_voltage_deviation_pu", "max |V−1| p.u."),
+        ("mean_abs_voltage_deviation_pu", "mean |V−1| p.u."),
+        ("voltage_violation_bus_hours", "violation bus·h"),
+        ("energy_losses_mwh", "losses MWh"),
+        ("energy_cost", "cost"),
+        ("switching_operations", "switchings"),
+    ):
+        shown[title] = _col(frame, key)
+    if frame["error"].notna().any():
+        shown["status"] = frame["error"].fillna("ok")
+    run0 = got.scenarios[0].run
+    figures, bus = compare_figures(
+        got.outcomes, out_dir / "figures", (run0.vm_min_pu, run0.vm_max_pu)
+    )
+    write_captions(
+        out_dir,
+        compare_captions(out_dir, got.outcomes, figures, bus, ["cluster-voltage-control.csv"]),
+    )
+    return ReproduceResult(
+        out_dir=out_dir,
+        study="cluster-voltage-control",
+        frame=frame,
+        shown=shown,
+        figures=figures,
+        outcomes=got.outcomes,
+        details={"seed": got.seed, "worst_bus": bus, "scenarios": names},
+    )
+
+
+def _col(frame: pd.DataFrame, key: str) -> np.ndarray:
+    if key not in frame:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[key], errors="coerce").to_numpy(dtype=float)
+
+
+# --------------------------------------------------------------------------- ev-ec-hi
+
+EV_EC_CASES = (("ieee33", "ieee33-ev"), ("ieee123", "ieee123-ev"))
+EV_EC_METHODS = (
+    ("none", "no control", "none", None),
+    ("centralized", "centralized", "centralized", None),
+    ("hi", "HI", "clustered", "hi"),
+    ("kmeans", "K-means", "clustered", "kmeans"),
+    ("kmedoids", "K-medoids", "clustered", "kmedoids"),
+    ("spectral", "spectral", "clustered", "spectral"),
+)
+"""(label suffix, name in the table, scenario suffix, partition method)"""
+
+
+def _partition_connected(run_dir: Path) -> bool | None:
+    try:
+        doc = json.loads((run_dir / "partition.json").read_text())
+    except (OSError, ValueError):
+        return None
+    got = doc.get("constraints", {}).get("connected")
+    return None if got is None else bool(got)
+
+
+def run_status(o: Outcome, *, clustered: bool) -> str:
+    """``ok``, :data:`DISCONNECTED` for a clustered run the runner refused because its
+    partition (as written to the run's ``partition.json``) has a disconnected cluster, else
+    the run's error."""
+    if o.ok:
+        return "ok"
+    if clustered and (
+        _partition_connected(o.job.out_dir) is False
+        or (o.error_type == "ScenarioError" and "disconnected" in (o.error or ""))
+    ):
+        return DISCONNECTED
+    return o.error or "failed"
+
+
+def _ev_ec_row(o: Outcome, meta: dict[str, Any], node: str | None) -> dict[str, Any]:
+    """One run's row of ``ev-ec-hi.csv``: its status, the deviation at the case's most
+    fluctuating ``node`` (from its timeseries) and its summary KPIs."""
+    row: dict[str, Any] = {**meta, "label": o.job.label, "node": node}
+    row["partition_connected"] = _partition_connected(o.job.out_dir)
+    row["status"] = run_status(o, clustered=bool(meta["partition"]))
+    dev_max = dev_mean = np.nan
+    if o.ok and node is not None:
+        ts = read_timeseries(o.job.out_dir)
+        dev = (ts[f"vm_pu.{node}"] - 1.0).abs()
+        dev_max, dev_mean = float(dev.max()), float(dev.mean())
+    s = o.summary or {}
+    row.update(
+        max_abs_voltage_deviation_at_node_pu=dev_max,
+        mean_abs_voltage_deviation_at_node_pu=dev_mean,
+        control_wall_time_s=s.get("control_wall_time_s", np.nan) if o.ok else np.nan,
+        control_critical_path_s=s.get("control_critical_path_s", np.nan) if o.ok else np.nan,
+        max_abs_voltage_deviation_pu=s.get("max_abs_voltage_deviation_pu", np.nan),
+        voltage_violation_bus_hours=s.get("voltage_violation_bus_hours", np.nan),
+        energy_losses_mwh=s.get("energy_losses_mwh", np.nan),
+        run_dir=Path("runs", o.job.label).as_posix(),
+        error=o.error,
+    )
+    return row
+
+
+def _ev_ec_hi(out_dir: Path, a: StudyArgs) -> ReproduceResult:
+    """The EV/EC paper's comparison of partitions for clustered control (ieee33, ieee123):
+    deviation at the most fluctuating node and scheduling time per method, Fig. 6."""
+    cases = EV_EC_CASES[:1] if a.quick else EV_EC_CASES
+    jobs = []
+    meta = []
+    common_seed = a.seed
+    plans = []
+    for case, prefix in cases:
+        names = [f"{prefix}-{suffix}" for _, _, suffix, _ in EV_EC_METHODS]
+        extra = [[f"partition.method={m}"] if m else [] for *_, m in EV_EC_METHODS]
+        # the same plant, profiles and seed for every method of a case (plan_compare checks)
+        _labels, _loaded, case_seed = plan_compare(names, a.overrides, common_seed)
+        common_seed = case_seed if common_seed is None else common_seed
+        plans.append((case, names, extra))
+    assert common_seed is not None
+    for case, names, extra in plans:
+        for (key, title, _suffix, method), name, more in zip(
+            EV_EC_METHODS, names, extra, strict=True
+        ):
+            label = f"{case}-{key}"
+            jobs.append(_job(out_dir, label, name, [*a.overrides, *more], common_seed))
+            meta.append({"case": case, "method": title, "partition": method or ""})
+    outcomes = run_jobs(jobs, a.n_jobs, a.hooks)
+    rows = []
+    nodes: dict[str, str | None] = {}
+    for case, _names, _extra in plans:
+        ref = next(
+            o
+            for o, m in zip(outcomes, meta, strict=True)
+            if m["case"] == case and m["method"] == "no control"
+        )
+        nodes[case] = most_fluctuating_bus(ref.job.out_dir) if ref.ok else None
+    for o, m in zip(outcomes, meta, strict=True):
+        rows.append(_ev_ec_row(o, m, nodes[m["case"]]))
+    frame = pd.DataFrame(rows)
+    shown = frame[["case", "method", "status", "node"]].copy()
+    for key, title in (
+        ("max_abs_voltage_deviation_at_node_pu", "max |V−1| at node p.u."),
+        ("mean_abs_voltage_deviation_at_node_pu", "mean |V−1| at node p.u."),
+        ("control_wall_time_s", "control s"),
+        ("control_critical_path_s", "critical path s"),
+        ("max_abs_voltage_deviation_pu", "max |V−1| p.u."),
+        ("voltage_violation_bus_hours", "violation bus·h"),
+    ):
+        shown[title] = _col(frame, key)
+    return ReproduceResult(
+        out_dir=out_dir,
+        study="ev-ec-hi",
+        frame=frame,
+        shown=shown,
+        outcomes=outcomes,
+        details={
+            "seed": common_seed,
+            "most_fluctuating_node": nodes,
+            "cases": [c for c, _ in cases],
+        },
+    )
+
+
+def _ev_ec_hi_figures(out_dir: Path, result: ReproduceResult) -> list[Path]:
+    """From ``ev-ec-hi.csv`` and the runs' timeseries: voltage at the most fluctuating node per
+    method and case (EV/EC paper, Fig. 6), and the scheduling time per method."""
+    table = pd.read_csv(out_dir / "ev-ec-hi.csv", dtype={"node": str})
+    figures = []
+    captions: dict[Path, tuple[str, Sequence[str]]] = {}
+    for case, g in table.groupby("case", sort=False):
+        node = g["node"].dropna()
+        if node.empty:
+            continue
+        runs = [
+            (str(r.method), out_dir / str(r.run_dir)) for r in g.itertuples() if r.status == "ok"
+        ]
+        fig_path = plot_bus_voltage(
+            runs,
+            str(node.iloc[0]),
+            out_dir / "figures" / f"ev-ec-hi_{case}_node{node.iloc[0]}.png",
+            title=f"{case}: voltage at the most fluctuating node {node.iloc[0]}",
+        )
+        figures.append(fig_path)
+        captions[fig_path] = (
+            f"{case}: voltage at the most fluctuating node {node.iloc[0]} (largest standard "
+            "deviation over the run without control) per method (EV/EC paper, Fig. 6).",
+            [
+                "ev-ec-hi.csv",
+                *(f"{d.relative_to(out_dir).as_posix()}/timeseries.parquet" for _, d in runs),
+            ],
+        )
+    plt = pyplot()
+    cases = list(dict.fromkeys(table["case"]))
+    fig, axes = plt.subplots(1, len(cases), figsize=(6 * len(cases), 4), squeeze=False)
+    for ax, case in zip(axes[0], cases, strict=True):
+        g = table[(table["case"] == case) & (table["method"] != "no control")]
+        x = np.arange(len(g))
+        wall = pd.to_numeric(g["control_wall_time_s"], errors="coerce").to_numpy(dtype=float)
+        crit = pd.to_numeric(g["control_critical_path_s"], errors="coerce").to_numpy(dtype=float)
+        ax.bar(x - 0.2, np.nan_to_num(wall), 0.4, label="control time (sum of solves)")
+        ax.bar(x + 0.2, np.nan_to_num(crit), 0.4, label="critical path")
+        for i, st in enumerate(g["status"]):
+            if st != "ok":
+                ax.text(
+                    i,
+                    0,
+                    "not run" if st != DISCONNECTED else "disconnected",
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                    color="r",
+                )
+        ax.set_xticks(x, list(g["method"]))
+        ax.set_ylabel("s")
+        ax.set_title(f"{case}: scheduling time")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    fig_path = save_figure(fig, out_dir / "figures" / "ev-ec-hi_control_time.png")
+    figures.append(fig_path)
+    captions[fig_path] = (
+        "Scheduling time per method: the agents' solve times summed over the run, and the "
+        "critical path (the slowest agent per control step, summed).",
+        ["ev-ec-hi.csv"],
+    )
+    write_captions(out_dir, captions)
+    return figures
+
+
+def _job(out_dir: Path, label: str, scenario: str, overrides: list[str], seed: int) -> Any:
+
+    return Job(
+        label=label,
+        scenario=scenario,
+        overrides=with_run_id(overrides, f"rep-{label}"),
+        seed=seed,
+        out_dir=out_dir / "runs" / label,
+    )
+
+
+# ------------------------------------------------------------------------ delay-sweep
+
+DELAY_GRID = {
+    "comm.latency.mean_ms": ["0", "50", "200", "1000"],
+    "comm.loss.p": ["0", "0.05", "0.2"],
+    "control.mode": ["clustered", "centralized"],
+}
+DELAY_GRID_QUICK = {
+    "comm.latency.mean_ms": ["0", "1000"],
+    "comm.loss.p": ["0.2"],
+    "control.mode": ["clustered", "centralized"],
+}
+DELAY_KPIS = (
+    ("max_abs_voltage_deviation_pu", "max |V−1| p.u."),
+    ("mean_abs_voltage_deviation_pu", "mean |V−1| p.u."),
+    ("voltage_violation_bus_hours", "violation bus·h"),
+    ("energy_losses_mwh", "losses MWh"),
+    ("messages_lost", "lost msgs"),
+    ("messages_late", "late msgs"),
+    ("coordination_rounds_mean", "rounds"),
+    ("mean_age_of_information_s", "age of information s"),
+    ("boundary_mismatch_pu", "boundary mismatch p.u."),
+)
+
+
+def _delay_sweep(out_dir: Path, a: StudyArgs) -> ReproduceResult:
+    """Latency × loss × control mode on ieee33-ev-clustered (centralized by
+    ``control.mode=centralized``), one repeat per point."""
+    grid = DELAY_GRID_QUICK if a.quick else DELAY_GRID
+    specs = [f"{k}={','.join(v)}" for k, v in grid.items()]
+    plan = plan_sweep("ieee33-ev-clustered", specs, overrides=a.overrides, seed=a.seed)
+    res = run_sweep(
+        plan,
+        out_dir,
+        n_jobs=a.n_jobs,
+        kpis=[k for k, _ in DELAY_KPIS],
+        hooks=a.hooks,
+        kind="reproduce",
+    )
+    frame = pd.read_parquet(out_dir / "sweep.parquet")
+    rows = []
+    for _p, g in frame.groupby("point", sort=True):
+        ok = g["error"].isna()
+        row: dict[str, Any] = {
+            "mode": g["control.mode"].iloc[0],
+            "latency_mean_ms": float(g["comm.latency.mean_ms"].iloc[0]),
+            "loss_p": float(g["comm.loss.p"].iloc[0]),
+            "runs_ok": int(ok.sum()),
+            "runs": len(g),
+        }
+        for key, _title in DELAY_KPIS:
+            vals = pd.to_numeric(g.loc[ok, key], errors="coerce") if key in g else pd.Series([])
+            row[key] = float(vals.mean()) if vals.notna().any() else np.nan
+        row["error"] = "; ".join(str(e) for e in g["error"].dropna()) or None
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values(["mode", "latency_mean_ms", "loss_p"], kind="stable")
+    table = table.reset_index(drop=True)
+    shown = table[["mode", "latency_mean_ms", "loss_p"]].rename(
+        columns={"latency_mean_ms": "latency ms", "loss_p": "loss"}
+    )
+    for key, title in DELAY_KPIS:
+        shown[title] = table[key]
+    if table["error"].notna().any():
+        shown["status"] = table["error"].fillna("ok")
+    return ReproduceResult(
+        out_dir=out_dir,
+        study="delay-sweep",
+        frame=table,
+        shown=shown,
+        figures=list(res.figures),
+        outcomes=res.outcomes,
+        details={"seed": plan.base_seed, "grid": {k: list(v) for k, v in grid.items()}},
+    )
+
+
+def _delay_figures(out_dir: Path, result: ReproduceResult) -> list[Path]:
+    """From ``delay-sweep.csv``: max |V−1| and coordination rounds against mean latency, one
+    line per (mode, loss)."""
+    table = pd.read_csv(out_dir / "delay-sweep.csv")
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, title in (
+        (axes[0], "max_abs_voltage_deviation_pu", "max |V−1| (p.u.)"),
+        (axes[1], "mean_age_of_information_s", "mean age of information (s)"),
+    ):
+        for (mode, loss), g in table.groupby(["mode", "loss_p"], sort=True):
+            g = g.sort_values("latency_mean_ms")
+            ax.plot(
+                g["latency_mean_ms"],
+                g[key],
+                marker="o" if mode == "clustered" else "s",
+                ls="-" if mode == "clustered" else "--",
+                label=f"{mode}, loss {loss:g}",
+            )
+        ax.set_xlabel("mean latency (ms)")
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("ieee33-ev: clustered vs centralized under latency and loss")
+    path = save_figure(fig, out_dir / "figures" / "delay-sweep_latency.png")
+    write_captions(
+        out_dir,
+        {
+            path: (
+                "Max |V−1| and mean age of information against the mean one-way latency, one "
+                "line per control mode and loss rate.",
+                ["delay-sweep.csv"],
+            )
+        },
+    )
+    return [path]
+
+
+# ------------------------------------------------------------------------------ entry
+
+Study = Callable[[Path, "StudyArgs"], ReproduceResult]
+STUDIES: dict[str, tuple[Study, Callable[[Path, ReproduceResult], list[Path]] | None, str]] = {
+    "cluster-voltage-control": (
+        _cluster_voltage_control,
+        None,
+        "51-bus, five scenarios (none, centralized, active-only, reactive-only, clustered)",
+    ),
+    "ev-ec-hi": (
+        _ev_ec_hi,
+        _ev_ec_hi_figures,
+        "ieee33/123: clustered control on HI, K-means, K-medoids, spectral vs centralized",
+    ),
+    "delay-sweep": (
+        _delay_sweep,
+        _delay_figures,
+        "latency × loss on ieee33-ev, clustered vs centralized",
+    ),
+}
+
+
+def reproduce(
+    study: str,
+    out_dir: Path,
+    *,
+    quick: bool = False,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+    n_jobs: int = 1,
+    hooks: Hooks | None = None,
+) -> ReproduceResult:
+    """Run ``study`` (one of :data:`STUDIES`) and write its folder (module docstring)."""
+    if study not in STUDIES:
+        raise ScenarioError(f"unknown study (studies: {', '.join(STUDIES)})", source=study)
+    run, figures, desc = STUDIES[study]
+    every = [*(QUICK_OVERRIDES if quick else ()), *overrides]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = run(out_dir, StudyArgs(quick, every, seed, n_jobs, hooks))
+    write_table(
+        out_dir, study, result.frame, result.shown, title=f"{study}{' (quick)' if quick else ''}"
+    )
+    if figures is not None:
+        result.figures = [*result.figures, *figures(out_dir, result)]
+    write_json(
+        out_dir / "reproduce.json",
+        {
+            "kind": "reproduce",
+            "title": f"reproduce {study}{' (quick)' if quick else ''}",
+            "description": desc,
+            "study": study,
+            "quick": quick,
+            "overrides": every,
+            **result.details,
+            "runs": {o.job.label: Path("runs", o.job.label).as_posix() for o in result.outcomes},
+            "failed": {o.job.label: o.error for o in result.outcomes if not o.ok},
+            "tables": [f"{study}.csv", f"{study}.md"],
+            "figures": sorted(set(_rel(out_dir, result.figures))),
+        },
+    )
+    write_report(out_dir, "reproduce")
+    return result

@@ -1,0 +1,379 @@
+"""The co-simulation over real brokers: determinism across transports, security, faults.
+
+Every broker here is started by the test on a free loopback port (mosquitto where the binary
+exists, else the embedded amqtt broker); none relies on a broker the machine happens to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from clustersim.broker.envelope import encode, make_envelope
+from clustersim.broker.mosquitto import MosquittoBroker, mosquitto_path
+from clustersim.broker.transport import MqttTransport
+from clustersim.results.tables import WALL_CLOCK_KEYS
+from clustersim.runner import run_scenario
+from clustersim.scenario import load_scenario
+
+# one hour of ieee33-ev-clustered with a light optimizer budget: 4 control intervals
+SHORT = [
+    "run.duration_h=1",
+    "control.pop_size=12",
+    "control.generations=4",
+    "control.round_generations=2",
+    "comm.watchdog_s=10",
+]
+
+
+def _run(tmp: Path, name: str, *overrides: str, scenario: str = "ieee33-ev-clustered"):
+    sc = load_scenario(scenario, overrides=[*SHORT, *overrides])
+    return run_scenario(sc, out_dir=tmp / name)
+
+
+def _summary(res) -> dict:
+    s = json.loads((res.out_dir / "summary.json").read_text())
+    return {k: v for k, v in s.items() if k not in WALL_CLOCK_KEYS}
+
+
+def test_same_numbers_on_memory_embedded_and_mosquitto(tmp_path, embedded_broker):
+    runs = {
+        "memory": _run(tmp_path, "memory", "comm.transport=memory"),
+        "embedded": _run(tmp_path, "embedded", f"comm.broker={embedded_broker.url}"),
+    }
+    if mosquitto_path():
+        with MosquittoBroker(workdir=tmp_path / "mosq") as mq:
+            runs["mosquitto"] = _run(tmp_path, "mosquitto", f"comm.broker={mq.url}")
+    ref = runs["memory"]
+    assert ref.summary["messages_sent"] > 0 and ref.summary["faults"] == []
+    assert ref.summary["latency_p50_ms"] is not None
+    ts = pd.read_parquet(ref.out_dir / "timeseries.parquet")
+    for name, res in runs.items():
+        assert _summary(res) == _summary(ref), name
+        assert pd.read_parquet(res.out_dir / "timeseries.parquet").equals(ts), name
+    for f in ("messages.parquet", "steps.parquet", "agent_steps.parquet", "control.parquet"):
+        assert (ref.out_dir / f).is_file()
+    msgs = pd.read_parquet(ref.out_dir / "messages.parquet")
+    assert set(msgs.kind) == {"meas", "setpoint", "boundary"}
+    assert len(msgs) == ref.summary["messages_sent"]
+    steps = pd.read_parquet(ref.out_dir / "steps.parquet")
+    assert len(steps) == 4 and "messages_sent" in steps
+
+
+def test_loss_and_latency_change_the_run(tmp_path):
+    clean = _run(tmp_path, "clean", "comm.transport=memory", "comm.loss.p=0")
+    lossy = _run(tmp_path, "lossy", "comm.transport=memory", "comm.loss.p=0.5")
+    assert clean.summary["messages_lost"] == 0
+    assert lossy.summary["messages_lost"] > 0.3 * lossy.summary["messages_sent"]
+    assert lossy.summary["coordination_rounds_mean"] < clean.summary["coordination_rounds_mean"]
+    slow = _run(
+        tmp_path,
+        "slow",
+        "comm.transport=memory",
+        "comm.loss.p=0",
+        "comm.latency.dist=constant",
+        "comm.latency.mean_ms=30000",
+    )
+    # a measurement 30 s old, rounds past the 60 s deadline: late messages, staler decisions
+    assert slow.summary["messages_late"] > 0
+    assert slow.summary["mean_age_of_information_s"] > clean.summary["mean_age_of_information_s"]
+
+
+def test_channel_faults_are_part_of_the_deterministic_summary(tmp_path):
+    """A fallback the channel causes (every setpoint of C1 lost for longer than the agent
+    timeout) is recorded as a fault, identically in two runs: no wall-clock time in it."""
+    lossy = [
+        "comm.transport=memory",
+        "comm.agent_timeout_s=600",
+        "comm.links=[{src='C1', dst='plant', loss={model='bernoulli', p=1.0}}]",
+    ]
+    a = _run(tmp_path, "a", *lossy)
+    b = _run(tmp_path, "b", *lossy)
+    kinds = [(f["node"], f["kind"]) for f in a.summary["faults"]]
+    assert ("plant", "fallback_on") in kinds
+    assert all("wall_time_s" not in f for f in a.summary["faults"])
+    assert _summary(a) == _summary(b)
+    assert a.summary["reproducible"] is True and a.summary["clock"] == "virtual"
+
+
+def test_agent_without_measurement_keeps_the_protocol(tmp_path):
+    """C2 never gets a measurement (every plant → C2 message lost): it has nothing to decide
+    on, but still sends its (empty) round messages, so its neighbours never wait out the
+    watchdog; its devices go to the fallback after the agent timeout."""
+    res = _run(
+        tmp_path,
+        "blind",
+        "comm.transport=memory",
+        "comm.agent_timeout_s=600",
+        "comm.links=[{src='plant', dst='C2', loss={model='bernoulli', p=1.0}}]",
+    )
+    faults = res.summary["faults"]
+    # agents' own faults arrive at the plant as "remote" log messages
+    assert not any("watchdog" in f["kind"] + f["detail"] for f in faults), faults
+    assert ("plant", "fallback_on") in {(f["node"], f["kind"]) for f in faults}
+    ctl = pd.read_parquet(res.out_dir / "control.parquet")
+    c2 = ctl[ctl.controller == "C2"]
+    assert len(c2) == 4 and c2.f_voltage_pu.isna().all()  # C2 never decided ...
+    assert (c2.setpoints == "{}").all()  # ... and sent its "no change" setpoint each interval
+    assert ctl[ctl.controller != "C2"].f_voltage_pu.notna().all()
+    msgs = pd.read_parquet(res.out_dir / "messages.parquet")
+    from_c2 = msgs[(msgs.kind == "boundary") & (msgs.src == "C2")]
+    assert len(from_c2) > 0  # its neighbours got its empty round messages
+
+
+def test_realtime_clock(tmp_path):
+    """Real time at 900 simulated s per wall s (one interval per second): the run completes,
+    latency is a real delay, and the summary says the results are not reproducible."""
+    res = _run(
+        tmp_path,
+        "rt",
+        "comm.transport=memory",
+        "comm.clock=realtime",
+        "comm.speed=900",
+        "comm.loss.p=0",
+        "comm.latency.dist=constant",
+        "comm.latency.mean_ms=5000",
+    )
+    s = res.summary
+    assert s["clock"] == "realtime" and s["reproducible"] is False
+    assert s["steps"] == 60 and s["powerflow_failures"] == 0
+    assert s["controllers"] == 5 and s["messages_sent"] > 0
+    assert s["latency_p50_ms"] == pytest.approx(5000.0)
+    # 1 h simulated at 900x: about 4 s of wall time for the run loop, not less
+    assert 3.5 < s["run_loop_wall_time_s"] < 60
+    ctl = pd.read_parquet(res.out_dir / "control.parquet")
+    assert len(ctl) == 4 * 5
+    # every decision came at least one latency after its measurement was sent
+    assert (ctl.age_of_information_s >= 5.0 - 1e-6).all()
+    applied = ctl[ctl.applied_step >= 0]
+    assert len(applied) > 0
+    # applied at the first plant step after the setpoint's delivery (5 s after sending)
+    assert (applied.applied_step * 60 >= applied.t_sent_s + 5.0 - 1e-6).all()
+
+
+class _Intruder(threading.Thread):
+    """A foreign MQTT client that publishes bad messages into a running run."""
+
+    def __init__(self, url: str, run_id: str):
+        super().__init__(daemon=True)
+        self.url, self.run_id = url, run_id
+        self.sent = 0
+
+    def run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        rid = self.run_id
+        base = f"clustersim/{rid}/setpoint"
+        async with MqttTransport(self.url, "intruder") as t:
+            await t.subscribe(f"clustersim/{rid}/setpoint/C1/plant")
+            captured = None
+            end = time.monotonic() + 60
+            while captured is None and time.monotonic() < end:
+                got = await t.receive(1.0)
+                if got is not None:
+                    captured = got
+            ok = {"run_id": rid, "src": "C1", "dst": "plant", "seq": 900_000, "t_send_s": 1.0}
+            bad = [
+                (f"{base}/C1/plant", b"{not json"),  # malformed JSON
+                (f"{base}/C1/plant", b'{"v": 1, "kind": "setpoint"}'),  # wrong schema
+                (
+                    f"{base}/C1/plant",
+                    json.dumps(
+                        {
+                            **ok,
+                            "v": 1,
+                            "kind": "setpoint",
+                            "step": 3,
+                            "body": {"setpoints": {"x": {"q_mvar": float("nan")}}},
+                        }
+                    ).encode(),
+                ),  # NaN
+                (
+                    f"{base}/intruder/plant",
+                    encode(
+                        make_envelope(  # foreign sender
+                            "setpoint", **{**ok, "src": "intruder"}, step=3, body={"setpoints": {}}
+                        )
+                    ),
+                ),
+                (
+                    f"{base}/C1/plant",
+                    encode(
+                        make_envelope(  # out of range
+                            "setpoint", **ok, step=3, body={"setpoints": {"OLTC": {"tap_pos": 99}}}
+                        )
+                    ),
+                ),
+            ]
+            if captured is not None:
+                bad.append(captured)  # replayed seq
+            for topic, payload in bad:
+                await t.publish(topic, payload)
+                self.sent += 1
+            await asyncio.sleep(0.5)
+
+
+def test_bad_messages_are_rejected_and_counted(tmp_path, mqtt_broker):
+    clean = _run(tmp_path, "clean", f"comm.broker={mqtt_broker.url}", "comm.run_id=sec-clean")
+    intruder = _Intruder(mqtt_broker.url, "sec-attacked")
+    intruder.start()
+    time.sleep(0.5)
+    attacked = _run(
+        tmp_path, "attacked", f"comm.broker={mqtt_broker.url}", "comm.run_id=sec-attacked"
+    )
+    intruder.join(timeout=30)
+    assert intruder.sent == 6
+    by_reason = attacked.summary["messages_rejected_by_reason"]
+    assert attacked.summary["messages_rejected"] >= 6, by_reason
+    for reason in ("json", "schema", "acl", "range", "replay"):
+        assert any(k.startswith(reason) for k in by_reason), (reason, by_reason)
+    a = pd.read_parquet(attacked.out_dir / "timeseries.parquet")
+    c = pd.read_parquet(clean.out_dir / "timeseries.parquet")
+    assert a.equals(c)  # the plant is unaffected
+    # every refused message whose topic named a sender has its row in messages.parquet
+    msgs = pd.read_parquet(attacked.out_dir / "messages.parquet")
+    rej = msgs[msgs.rejected]
+    assert len(rej) >= 6 and set(rej.dst) == {"plant"}
+    assert {"json", "schema", "acl", "replay"} <= set(rej.reason), rej.reason.tolist()
+    assert any(r.startswith("range") for r in rej.reason)
+    assert not (rej.lost | rej.late).any() and rej.t_deliver_s.isna().all()
+    assert set(rej[rej.reason == "acl"].src) == {"intruder"}
+    assert not pd.read_parquet(clean.out_dir / "messages.parquet").rejected.any()
+
+
+@pytest.mark.slow
+def test_killed_agent_process_falls_back(tmp_path, mqtt_broker):
+    """One agent process is killed mid-run: watchdog fault, local fallback, run completes."""
+    import multiprocessing as mp
+    import os
+    import signal
+
+    killed: list[int] = []
+
+    async def watch_and_kill() -> None:
+        # kill C3 once it is serving (its first setpoint crossed the broker), so that the
+        # plant's watchdog, not its startup timeout, is what finds it gone
+        async with MqttTransport(mqtt_broker.url, "killer") as t:
+            await t.subscribe("clustersim/+/setpoint/C3/plant")
+            end = time.monotonic() + 240
+            while time.monotonic() < end and not killed:
+                if await t.receive(1.0) is None:
+                    continue
+                for p in mp.active_children():
+                    if p.name == "clustersim-agent-C3" and p.pid:
+                        os.kill(p.pid, signal.SIGKILL)
+                        killed.append(p.pid)
+
+    def killer() -> None:
+        asyncio.run(watch_and_kill())
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    res = _run(
+        tmp_path,
+        "killed",
+        f"comm.broker={mqtt_broker.url}",
+        "run.agents=processes",
+        "run.duration_h=3",
+        "comm.watchdog_s=3",
+        "comm.agent_timeout_s=900",
+    )
+    th.join(timeout=1)
+    assert killed
+    kinds = {(f["kind"], f["node"]) for f in res.summary["faults"]}
+    assert ("watchdog", "plant") in kinds
+    assert any(k == "fallback_on" for k, _ in kinds)
+    ctl = pd.read_parquet(res.out_dir / "control.parquet")
+    assert 1 <= (ctl.controller == "C3").sum() < 12  # it decided, then fell silent
+    assert res.summary["steps"] == 180  # the run completed
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(mosquitto_path() is None, reason="needs the mosquitto binary")
+def test_broker_restart_mid_run(tmp_path):
+    """Mosquitto is killed and restarted mid-run: the run completes, the outage is recorded."""
+    with MosquittoBroker(workdir=tmp_path / "mosq") as mq:
+        done = threading.Event()
+
+        def outage() -> None:
+            time.sleep(6.0)
+            mq.kill()
+            time.sleep(2.0)
+            mq.restart()
+            done.set()
+
+        th = threading.Thread(target=outage, daemon=True)
+        th.start()
+        res = _run(tmp_path, "outage", f"comm.broker={mq.url}", "run.duration_h=4")
+        th.join(timeout=30)
+    assert done.is_set()
+    assert res.summary["steps"] == 240
+    kinds = [f["kind"] for f in res.summary["faults"]]
+    assert "reconnected" in kinds
+
+
+def _cli(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "clustersim.cli", *args]
+
+
+def test_plant_and_agent_commands_across_processes(tmp_path, mqtt_broker):
+    """`clustersim plant` and `clustersim agent` as separate OS processes finish one run, with
+    the same numbers as the in-process run over the memory transport."""
+    import subprocess
+
+    sets = [a for o in SHORT for a in ("--set", o)] + ["--set", "comm.run_id=cli-run"]
+    sc = "ieee33-ev-centralized"
+    agent = subprocess.Popen(
+        _cli("agent", "--scenario", sc, "--cluster", "central", "--broker", mqtt_broker.url, *sets),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    plant = subprocess.run(
+        _cli(
+            "plant",
+            "--scenario",
+            sc,
+            "--broker",
+            mqtt_broker.url,
+            "-q",
+            "--out",
+            str(tmp_path / "cli"),
+            *sets,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out, _ = agent.communicate(timeout=60)
+    assert plant.returncode == 0, plant.stdout + plant.stderr
+    assert agent.returncode == 0, out
+    ref = _run(tmp_path, "ref", "comm.transport=memory", "comm.run_id=cli-run", scenario=sc)
+    got = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert {k: v for k, v in got.items() if k not in WALL_CLOCK_KEYS} == _summary(ref)
+
+
+def test_acl_command_names_every_node(tmp_path):
+    import subprocess
+
+    r = subprocess.run(
+        _cli("acl", "ieee33-ev-clustered", "--out", str(tmp_path / "acl")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    acl = (tmp_path / "acl" / "acl").read_text()
+    passwd = (tmp_path / "acl" / "passwd").read_text()
+    for node in ("plant", "C1", "C2", "C3", "C4", "C5"):
+        assert f"{node}:" in passwd
+    assert "setpoint" in acl and "meas" in acl
