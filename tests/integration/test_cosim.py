@@ -164,6 +164,7 @@ class _Intruder(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.run_id = url, run_id
         self.sent = 0
+        self.ready = threading.Event()
 
     def run(self) -> None:
         asyncio.run(self._main())
@@ -173,6 +174,8 @@ class _Intruder(threading.Thread):
         base = f"clustersim/{rid}/setpoint"
         async with MqttTransport(self.url, "intruder") as t:
             await t.subscribe(f"clustersim/{rid}/setpoint/C1/plant")
+            await t.subscribe(f"clustersim/{rid}/intruder-done")
+            self.ready.set()
             captured = None
             end = time.monotonic() + 60
             while captured is None and time.monotonic() < end:
@@ -217,14 +220,21 @@ class _Intruder(threading.Thread):
             for topic, payload in bad:
                 await t.publish(topic, payload)
                 self.sent += 1
-            await asyncio.sleep(0.5)
+            # the broker handles one connection's messages in order: once this marker comes
+            # back, every bad message before it has been delivered
+            await t.publish(f"clustersim/{rid}/intruder-done", b"")
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                got = await t.receive(1.0)
+                if got is not None and got[0].endswith("/intruder-done"):
+                    break
 
 
 def test_bad_messages_are_rejected_and_counted(tmp_path, mqtt_broker):
     clean = _run(tmp_path, "clean", f"comm.broker={mqtt_broker.url}", "comm.run_id=sec-clean")
     intruder = _Intruder(mqtt_broker.url, "sec-attacked")
     intruder.start()
-    time.sleep(0.5)
+    assert intruder.ready.wait(30), "the intruder did not subscribe"
     attacked = _run(
         tmp_path, "attacked", f"comm.broker={mqtt_broker.url}", "comm.run_id=sec-attacked"
     )
@@ -302,10 +312,15 @@ def test_broker_restart_mid_run(tmp_path):
     with MosquittoBroker(workdir=tmp_path / "mosq") as mq:
         done = threading.Event()
 
+        async def first_setpoint() -> None:
+            async with MqttTransport(mq.url, "outage-watch") as t:
+                await t.subscribe("clustersim/+/setpoint/#")
+                await t.receive(120)
+
         def outage() -> None:
-            time.sleep(6.0)
+            asyncio.run(first_setpoint())  # the agents are deciding: cut the broker now
             mq.kill()
-            time.sleep(2.0)
+            time.sleep(2.0)  # the outage itself lasts 2 s of wall time
             mq.restart()
             done.set()
 
