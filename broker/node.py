@@ -268,33 +268,9 @@ class Node:
         self._taken.add(key)
         return self._filed.pop(key)
 
-    async def expect_any(
-        self, keys: Iterable[tuple[str, str, int, int]], *, timeout_s: float
-    ) -> tuple[tuple[str, str, int, int], tuple[Envelope, int]] | None:
-        """Wait for whichever of ``keys`` is filed first (in the order given when several are)."""
-        keys = list(keys)
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout_s
-        while True:
-            for key in keys:
-                if key in self._filed:
-                    self._taken.add(key)
-                    return key, self._filed.pop(key)
-            left = end - loop.time()
-            if left <= 0:
-                return None
-            await self.pump(left)
-
     def has(self, kind: str, src: str, step: int, round: int = 0) -> bool:
         """Whether the message ``(kind, src, step, round)`` has arrived and is filed."""
         return (kind, src, step, round) in self._filed
-
-    async def drain(self, seconds: float) -> None:
-        """File whatever arrives during ``seconds`` of wall time."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + seconds
-        while (left := end - loop.time()) > 0:
-            await self.pump(left)
 
     def rejected_counts(self) -> dict[str, int]:
         """Refused messages so far, by reason (``json``, ``schema``, ``acl``, ...)."""

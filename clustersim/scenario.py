@@ -30,19 +30,6 @@ __all__ = [
 
 DEFAULT_SCENARIO = "ieee33-ev-clustered"
 
-DEVICE_KINDS = (
-    "pv",
-    "wind",
-    "dg",
-    "ev",
-    "exchange",
-    "ess",
-    "svc",
-    "capacitor",
-    "oltc",
-    "regulator",
-)
-
 
 def _positive(default: Any, description: str) -> Any:
     """A field that must be above zero."""

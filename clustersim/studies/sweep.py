@@ -71,7 +71,6 @@ DEFAULT_KPIS = (
 )
 """KPIs drawn by default (those a sweep's runs report)"""
 
-ROW_COLUMNS = ("point", "repeat", "seed", "label", "run_dir", "error")
 _TITLES = {
     **HEADLINE_KPIS,
     "messages_lost": "lost messages",
