@@ -1,8 +1,8 @@
-"""Control benchmarks (issue 4): clustered against centralized control, and what makes a solve fast.
+"""Control benchmarks: clustered against centralized control, and what makes a solve fast.
 
 Run from the repository root::
 
-    /work/venv/bin/python benchmarks/bench_control.py [--quick] [--out DIR]
+    python benchmarks/bench_control.py [--quick] [--out DIR]
 
 Everything printed is measured in this one run on this machine (tables on stdout, progress on
 stderr); ratios are of times measured here, never compared with a fixed number of seconds.
@@ -12,7 +12,7 @@ stderr); ratios are of times measured here, never compared with a fixed number o
    ieee123-ev, centralized and clustered: control wall time (sum of solve times, the agents one
    after the other in one process), critical path (per interval the slowest agent, summed: the
    control time if the cluster agents run in parallel), whole-run wall time, each as a
-   clustered/centralized ratio beside the EV/EC paper's ratio and the issue's target, and the
+   clustered/centralized ratio beside the EV/EC paper's ratio and the project's target, and the
    voltage quality of both runs.
 2. Per-step solve time (median, p95) per controller kind, from the runs' ``control.parquet``.
 3. Batched evaluator: one population of the central problem at one control step evaluated by
@@ -49,22 +49,19 @@ import numpy as np
 import pandapower as pp
 import pandas as pd
 import pymoo
+from machine_info import cpu_model
 
 from clustersim.agents.control import Controller, build_controllers
+from clustersim.assemble.build import build_plant, control_settings, scenario_partition
+from clustersim.assemble.seeds import Stage, stage_seed
 from clustersim.errors import MessageError
-from clustersim.runner import (
-    build_plant,
-    child_seeds,
-    control_settings,
-    run_scenario,
-    scenario_partition,
-)
+from clustersim.runner import run_scenario
 from clustersim.scenario import Scenario, load_scenario
 from clustersim.sim.plant import Plant
-from clustersim.sim.resources import oltc_vm_pu
+from clustersim.sim.resources import write_setpoints
 
 PLANT_STEP_S = 300
-# clustered / centralized time: (EV/EC paper, issue 4 target)
+# clustered / centralized time: (EV/EC paper, project target)
 TIME_RATIOS = {"ieee33-ev": (0.33, 0.25), "ieee123-ev": (0.79, 0.20)}
 _T0 = time.perf_counter()
 
@@ -187,7 +184,7 @@ def print_modes(runs: dict[tuple[str, str], Any], quick: bool) -> None:
     print(
         "\nclustered / centralized time (≤ target is met; the EV/EC paper's ratio for reference):\n"
     )
-    print("| case | time measured | ratio | EV/EC paper | issue target | target met |")
+    print("| case | time measured | ratio | EV/EC paper | target | target met |")
     print("|---|---|---:|---:|---:|---|")
     keys = (
         ("control wall (sequential)", "control_wall_time_s"),
@@ -238,23 +235,6 @@ def print_per_step(runs: dict[tuple[str, str], Any]) -> None:
 
 
 # --------------------------------------------------------------------------- 3
-def _write_candidate(net: Any, where: dict, devices: dict, setpoints: dict) -> None:
-    """Write decoded setpoints into a pandapower net (as tests/test_control.py::_pp_vm_with)."""
-    for name, sp in setpoints.items():
-        table, row = where[name]
-        if table == "sgen":
-            for k, v in sp.items():
-                net.sgen.at[row, k] = v
-        elif table == "storage":
-            net.storage.at[row, "p_mw"] = sp["p_mw"]
-        elif table == "shunt":
-            net.shunt.at[row, "step"] = int(sp["step"])
-        elif table == "ext_grid":
-            net.ext_grid.at[row, "vm_pu"] = oltc_vm_pu(devices[name], sp["tap_pos"])
-        elif table == "trafo":
-            net.trafo.at[row, "tap_pos"] = int(sp["tap_pos"])
-
-
 def _runpp_each(
     net: Any, ctl: Controller, decode: Callable[[np.ndarray], dict], X: np.ndarray, **kw: Any
 ) -> tuple[float, np.ndarray]:
@@ -265,7 +245,7 @@ def _runpp_each(
     total = 0.0
     for i, x in enumerate(X):
         t = time.perf_counter()
-        _write_candidate(net, ctl.grid.where, devices, decode(x))
+        write_setpoints(net, ctl.grid.where, devices, decode(x))
         try:
             pp.runpp(net, **kw)
         except pp.LoadflowNotConverged:  # a warm start too far from this candidate: cold retry
@@ -356,7 +336,7 @@ def bench_warm(case: str, start: int, n_intervals: int, cap: int) -> list[dict[s
     for mode in ("centralized", "clustered"):
         sc = _scenario(f"{case}-{mode}")
         clusters = _clusters(sc) if mode == "clustered" else None
-        seed = child_seeds(sc.run.seed)[2]
+        seed = stage_seed(sc.run.seed, Stage.CONTROL)
         spi = _spi(sc)
         for warm in (True, False):
             _progress(f"warm start: {case}-{mode}, warm_start={warm}")
@@ -547,17 +527,6 @@ def print_optimizers(runs: list[dict[str, Any]], interval: int, budget: int) -> 
 
 
 # --------------------------------------------------------------------------- main
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _load() -> str:
     try:
         return " / ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -573,7 +542,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     quick = args.quick
     print(
-        f"machine: {_cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()} "
+        f"machine: {cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()} "
         f"numpy {np.__version__} pandapower {pp.__version__} pymoo {pymoo.__version__}; "
         f"load average at start (1/5/15 min) {_load()}"
         + ("; --quick: smoke run, not the benchmark" if quick else "")

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from clustersim.broker.mosquitto import MosquittoBroker, mosquitto_path
-from clustersim.runner import WALL_CLOCK_KEYS, run_scenario
+from clustersim.results.tables import WALL_CLOCK_KEYS
+from clustersim.runner import run_scenario
 from clustersim.scenario import load_scenario
 
 

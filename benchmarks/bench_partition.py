@@ -14,6 +14,8 @@ import os
 import platform
 import time
 
+from machine_info import wall_time_footer
+
 from clustersim.partition.context import context_for_case
 from clustersim.partition.methods import method_names, run_partition
 
@@ -25,6 +27,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", nargs="*", default=method_names())
     args = ap.parse_args()
+    t_start = time.perf_counter()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     print("| case | n | method | runtime s | tau | connected | size ok | resources ok |")
     print("|---|---:|---|---:|---:|---|---|---|")
@@ -44,6 +47,7 @@ def main() -> None:
                 f"| {'✓' if c['resources_ok'] else '×'} |",
                 flush=True,
             )
+    print(wall_time_footer(t_start))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    /work/venv/bin/python benchmarks/bench_plant.py [--steps 240] [--cases ieee33-ev ieee123-ev]
+    python benchmarks/bench_plant.py [--steps 240] [--cases ieee33-ev ieee123-ev]
 
 For each resource preset two plants are built on the same case and profiles, one with the fast
 path (the default) and one with ``fast_powerflow=False`` (a full ``runpp`` at every step), and
@@ -26,18 +26,8 @@ import warnings
 import numpy as np
 import pandapower as pp
 
-from clustersim.sim import cases, profiles
+from clustersim.sim import cases, profiles, resources
 from clustersim.sim.plant import Plant
-from clustersim.sim.resources import (
-    ESS,
-    OLTC,
-    PV,
-    SVC,
-    CapacitorBank,
-    ExchangeStation,
-    LineRegulator,
-    load_preset,
-)
 
 PRESETS = ("ieee33-ev", "ieee123-ev")
 
@@ -49,17 +39,17 @@ def _setpoints(plant: Plant, k: int, seed: int) -> None:
     rng = np.random.default_rng([seed, k])
     switching = (k // 15) % 4 == 3
     for d in plant.resources.devices:
-        if isinstance(d, SVC):
+        if isinstance(d, resources.SVC):
             plant.set_setpoint(d.name, q_mvar=float(rng.uniform(d.q_min_mvar, d.q_max_mvar)))
-        elif isinstance(d, PV):
+        elif isinstance(d, resources.PV):
             s = 0.5 * d.s_rated_mva
             plant.set_setpoint(d.name, q_mvar=float(rng.uniform(-s, s)))
-        elif isinstance(d, ESS | ExchangeStation):
-            name = d.name if isinstance(d, ESS) else f"{d.name}:battery"
+        elif isinstance(d, resources.ESS | resources.ExchangeStation):
+            name = d.name if isinstance(d, resources.ESS) else f"{d.name}:battery"
             plant.set_setpoint(name, p_mw=float(rng.uniform(-d.p_max_mw, d.p_max_mw)))
-        elif switching and isinstance(d, CapacitorBank):
+        elif switching and isinstance(d, resources.CapacitorBank):
             plant.set_setpoint(d.name, step=int(rng.integers(0, d.steps + 1)))
-        elif switching and isinstance(d, OLTC | LineRegulator):
+        elif switching and isinstance(d, resources.OLTC | resources.LineRegulator):
             tap = plant.setpoints[d.name]["tap_pos"] + int(rng.integers(-1, 2))
             plant.set_setpoint(d.name, tap_pos=float(np.clip(tap, d.tap_min, d.tap_max)))
 
@@ -75,7 +65,7 @@ def _max_diff(a: Plant, b: Plant) -> float:
 
 
 def bench_preset(preset: str, steps: int, seed: int) -> dict:
-    rs = load_preset(preset)
+    rs = resources.load_preset(preset)
     prof = profiles.synthetic(1, seed=seed)
     plants = {
         fast: Plant(
@@ -116,6 +106,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    t_start = time.perf_counter()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"{os.cpu_count()} cores, load average {load:.1f}; python {platform.python_version()} "
@@ -137,6 +128,7 @@ def main() -> None:
             f"| {r['max_diff']:.1e} |",
             flush=True,
         )
+    print(f"benchmark wall time {time.perf_counter() - t_start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    /work/venv/bin/python benchmarks/bench_powerflow.py [--n 100] [--pp-candidates 20]
+    python benchmarks/bench_powerflow.py [--n 100] [--pp-candidates 20]
 
 For each case a population of N random candidates (load scaling 0.3-1.5, PV p/q, shunt steps,
 transformer taps, slack voltage) is solved by ``BatchedPowerFlow.solve`` in one call (median of
@@ -24,6 +24,7 @@ import warnings
 
 import numpy as np
 import pandapower as pp
+from machine_info import cpu_model, wall_time_footer
 
 from clustersim.errors import CaseError
 from clustersim.sim.cases import load_case
@@ -148,17 +149,6 @@ def bench_case(name: str, n: int, n_pp: int, repeats: int, ls2g: bool) -> dict |
     return row
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100, help="candidates per batched call")
@@ -167,6 +157,7 @@ def main() -> None:
     ap.add_argument("--cases", nargs="*", default=list(CASES))
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    t_start = time.perf_counter()
     try:
         import lightsim2grid  # noqa: F401
 
@@ -175,7 +166,7 @@ def main() -> None:
         ls2g = False
 
     print(
-        f"machine: {_cpu_model()}, {os.cpu_count()} cores; "
+        f"machine: {cpu_model()}, {os.cpu_count()} cores; "
         f"python {platform.python_version()} numpy {np.__version__} pandapower {pp.__version__}"
         + (" lightsim2grid available" if ls2g else " (lightsim2grid not installed)")
     )
@@ -204,6 +195,7 @@ def main() -> None:
             line += f" {row['ls_ms']:.2f} | {row['ratio_ls']:.0f}× |"
         line += f" {row['max_dvm']:.1e} |"
         print(line, flush=True)
+    print(wall_time_footer(t_start))
 
 
 if __name__ == "__main__":
