@@ -33,7 +33,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from clustersim.agents.network import ClusterNetwork, model_net, radial_tree
+from clustersim.agents.network import ClusterNetwork, assign_buses, model_net, radial_tree
 from clustersim.agents.optimizer import Optimizer, OptResult
 from clustersim.agents.problem import (
     ACTIVE_KINDS,
@@ -432,7 +432,6 @@ def build_controllers(
 ) -> list[Controller]:
     """The controllers of a control mode: one central controller for ``centralized``, one per
     cluster (``clusters``: name → bus indices) for the other optimizing modes."""
-    from clustersim.agents.network import assign_buses
 
     grid = GridModel(plant)
     kinds = allowed_kinds(mode)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandapower as pp
+import pandapower.topology as top
 
 from clustersim.errors import ScenarioError
 from clustersim.sim.plant import Measurement
@@ -64,7 +65,6 @@ class _Tree:
 
 def radial_tree(net: pp.pandapowerNet) -> _Tree:
     """Parent pointers of the energized operating topology, rooted at the slack bus."""
-    import pandapower.topology as top
 
     g = top.create_nxgraph(net, respect_switches=True, include_out_of_service=False)
     eg = net.ext_grid[net.ext_grid.in_service.astype(bool)]

@@ -37,9 +37,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pymoo.algorithms.moo.moead import MOEAD
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.algorithms.moo.nsga3 import NSGA3
 from pymoo.core.individual import Individual
 from pymoo.core.population import Population
 from pymoo.core.repair import Repair
+from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+from pymoo.util.ref_dirs import get_reference_directions
 
 from clustersim.agents.problem import VoltVarProblem
 from clustersim.errors import ScenarioError
@@ -114,7 +120,6 @@ class OptResult:
 
 
 def _ref_dirs(pop_size: int) -> np.ndarray:
-    from pymoo.util.ref_dirs import get_reference_directions
 
     p = 1
     while (p + 2) * (p + 3) // 2 <= pop_size:  # das-dennis [DASDENNIS] count for 3 objectives
@@ -182,16 +187,11 @@ class Optimizer:
     @staticmethod
     def _make(name: str, pop_size: int, X0: np.ndarray) -> Any:
         if name == "nsga2":
-            from pymoo.algorithms.moo.nsga2 import NSGA2
-
             return NSGA2(pop_size=pop_size, sampling=X0, repair=IntegerRepair())
         if name == "nsga3":
-            from pymoo.algorithms.moo.nsga3 import NSGA3
-
             return NSGA3(
                 ref_dirs=_ref_dirs(pop_size), pop_size=pop_size, sampling=X0, repair=IntegerRepair()
             )
-        from pymoo.algorithms.moo.moead import MOEAD
 
         ref = _ref_dirs(pop_size)
         return MOEAD(
@@ -338,7 +338,6 @@ class Optimizer:
 
 
 def _rank1(F: np.ndarray) -> np.ndarray:
-    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
     if len(F) <= 1:
         return np.arange(len(F))
@@ -364,8 +363,6 @@ def compromise(F: np.ndarray, rule: str = "fuzzy", weights: Any = (1, 1, 1)) -> 
         w = np.asarray(weights, dtype=float)
         return int(np.argmin(((F - lo) / span) @ w))
     if rule == "knee":
-        from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
-
         cd = np.asarray(calc_crowding_distance(F), dtype=float)
         finite = np.isfinite(cd)
         if not finite.any():

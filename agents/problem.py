@@ -87,6 +87,17 @@ class CostSettings:
     storage_per_mwh: float = 5.0
 
 
+def _bus_col(cluster: ClusterNetwork, members: set[int], where: tuple[str, int]) -> int | None:
+    """Column of the bus of the element at ``where`` (table, row), ``None`` when the element is
+    not in the sub-network or its bus is not one of its ``members``."""
+    table, row = where
+    net = cluster.subnet
+    bus = int(net[table].at[row, "bus"]) if row in net[table].index else None
+    if bus is None or bus not in members:
+        return None
+    return cluster.col_of_bus(bus)
+
+
 def _shunt_q_per_step(net: Any, row: int) -> float:
     """Mvar a capacitor step absorbs at 1 p.u. of its bus (rated at the shunt's own ``vn_kv``)."""
     sh = net.shunt.loc[row]
@@ -114,11 +125,7 @@ def levers(
     out: list[Lever] = []
 
     def bus_col(name: str) -> int | None:
-        table, row = where[name]
-        bus = int(net[table].at[row, "bus"]) if row in net[table].index else None
-        if bus is None or bus not in members:
-            return None
-        return cluster.col_of_bus(bus)
+        return _bus_col(cluster, members, where[name])
 
     def add(
         d: Any,
@@ -134,21 +141,10 @@ def levers(
         integer: bool = False,
         owned: bool = True,
     ) -> None:
-        active = d.kind in kinds and owned
-        lever = Lever(
-            key or d.name,
-            quantity,
-            d.kind,
-            target,
-            col,
-            coef,
-            offset,
-            lower,
-            upper,
-            integer,
-            active,
+        name, active = key or d.name, d.kind in kinds and owned
+        out.append(
+            Lever(name, quantity, d.kind, target, col, coef, offset, lower, upper, integer, active)
         )
-        out.append(lever)
 
     for d in resources.devices:
         if isinstance(d, rsc.PV):  # and Wind

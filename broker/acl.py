@@ -23,10 +23,8 @@ states plainly what each node may do and a node name cannot be abused as a patte
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from typing import Final
 import tomli_w
 
 from clustersim.broker.envelope import _NAME, BROADCAST, PREFIX
+from clustersim.fileio import write_text
 
 __all__ = [
     "AclFiles",
@@ -167,18 +166,6 @@ dropped by the broker without telling the publisher.
 """
 
 
-def _write_private(path: Path, text: str, mode: int) -> None:
-    """Write ``text`` to ``path`` created with ``mode`` from the start (atomic replace)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, mode)  # umask may have cleared bits of mode
-    os.replace(tmp, path)
-
-
 def write_acl_files(
     nodes: Sequence[str],
     out_dir: Path,
@@ -226,19 +213,19 @@ def write_acl_files(
     credentials_path = out / "credentials.toml"
     readme_path = out / "README.txt"
     passwd = "".join(passwd_line(name, resolved[name]) + "\n" for name in everyone)
-    _write_private(passwd_path, passwd, 0o600)
-    _write_private(acl_path, acl_text(agents, plant), 0o644)
+    write_text(passwd_path, passwd, perm=0o600)
+    write_text(acl_path, acl_text(agents, plant), perm=0o644)
     creds = "# clustersim node credentials: node = password (keep secret)\n" + tomli_w.dumps(
         resolved
     )
-    _write_private(credentials_path, creds, 0o600)
+    write_text(credentials_path, creds, perm=0o600)
     readme = _README.format(
         nodes=", ".join(everyone),
         plant=plant,
         passwd=passwd_path.resolve(),
         acl=acl_path.resolve(),
     )
-    _write_private(readme_path, readme, 0o644)
+    write_text(readme_path, readme, perm=0o644)
     return AclFiles(
         passwd_path=passwd_path,
         acl_path=acl_path,

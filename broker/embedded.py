@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any, Self
 
@@ -106,8 +107,7 @@ def _open_auth_plugin() -> Any:
     """Build the auth plugin class on first use (amqtt takes 0.2 s to import)."""
     global _PLUGIN
     if _PLUGIN is None:
-        from dataclasses import dataclass
-
+        # amqtt is imported only in the broker's own process
         from amqtt.plugins.base import BaseAuthPlugin
 
         class OpenAuthPlugin(BaseAuthPlugin):

@@ -18,7 +18,7 @@ import networkx as nx
 import numpy as np
 
 from clustersim.errors import PartitionError
-from clustersim.partition.core import PartitionContext
+from clustersim.partition.core import PartitionContext, PartitionTask
 
 __all__ = ["classical_mds", "electrical_dissimilarity", "kmeans", "kmedoids", "louvain", "spectral"]
 
@@ -64,12 +64,8 @@ def classical_mds(d: np.ndarray, dims: int) -> np.ndarray:
 
 
 def kmeans(
-    ctx: PartitionContext,
-    k: int,
+    task: PartitionTask,
     *,
-    rng: np.random.Generator,
-    min_size: int,
-    max_size: int,
     distance: str = "d_s1",
     dims: int | None = None,
     n_init: int = 10,
@@ -80,6 +76,8 @@ def kmeans(
 
     Not repaired: size bounds and connectivity are ignored; violations are reported by
     ``run_partition``."""
+    ctx, k, rng = task.ctx, task.k, task.rng
+    # scikit-learn takes 0.2 s to import; only this baseline uses it
     from sklearn.cluster import KMeans
 
     x = classical_mds(electrical_dissimilarity(ctx, distance), dims or max(k, 2))
@@ -88,12 +86,8 @@ def kmeans(
 
 
 def kmedoids(
-    ctx: PartitionContext,
-    k: int,
+    task: PartitionTask,
     *,
-    rng: np.random.Generator,
-    min_size: int,
-    max_size: int,
     distance: str = "d_s1",
     init: str = "build",
     max_iter: int = 300,
@@ -105,6 +99,8 @@ def kmedoids(
 
     Not repaired: size bounds and connectivity are ignored; violations are reported by
     ``run_partition``."""
+    ctx, k, rng = task.ctx, task.k, task.rng
+    # kmedoids takes 0.1 s to import; only this baseline uses it
     import kmedoids as km
 
     d = electrical_dissimilarity(ctx, distance)
@@ -113,12 +109,8 @@ def kmedoids(
 
 
 def spectral(
-    ctx: PartitionContext,
-    k: int,
+    task: PartitionTask,
     *,
-    rng: np.random.Generator,
-    min_size: int,
-    max_size: int,
     n_neighbors: int | None = None,
     assign_labels: str = "kmeans",
 ) -> np.ndarray:
@@ -133,6 +125,8 @@ def spectral(
 
     Not repaired: size bounds and connectivity are ignored; violations are reported by
     ``run_partition``."""
+    ctx, k, rng = task.ctx, task.k, task.rng
+    # scikit-learn takes 0.2 s to import; only this baseline uses it
     from sklearn.cluster import SpectralClustering
 
     a = np.asarray(ctx.a_s2, dtype=float)
@@ -167,12 +161,8 @@ def _louvain_labels(g: nx.Graph, resolution: float, seed: int) -> np.ndarray:
 
 
 def louvain(
-    ctx: PartitionContext,
-    k: int,
+    task: PartitionTask,
     *,
-    rng: np.random.Generator,
-    min_size: int,
-    max_size: int,
     resolution: float | None = None,
     bisection_steps: int = 40,
 ) -> np.ndarray:
@@ -188,6 +178,7 @@ def louvain(
 
     Not repaired: the count may differ from ``k``, size bounds are ignored and a Louvain
     community can be disconnected; violations are reported by ``run_partition``."""
+    ctx, k, rng = task.ctx, task.k, task.rng
     n = ctx.n
     a = np.asarray(ctx.a_s2, dtype=float)
     g = nx.Graph()

@@ -45,7 +45,9 @@ import numpy as np
 import pandapower as pp
 import pandas as pd
 import scipy.sparse as sp
+from pandapower.pypower.idx_bus import CID_P, CID_Q, CZD_P, CZD_Q
 from scipy.sparse.csgraph import shortest_path
+from threadpoolctl import threadpool_limits
 
 from clustersim.errors import PartitionError, PowerFlowError, ScenarioError
 from clustersim.partition import distance
@@ -498,7 +500,6 @@ def _zip_loads(net: pp.pandapowerNet) -> bool:
     """True when pandapower modelled voltage-dependent (ZIP) loads in the last power flow."""
     if not net._options.get("voltage_depend_loads", False):
         return False
-    from pandapower.pypower.idx_bus import CID_P, CID_Q, CZD_P, CZD_Q
 
     bus = net._ppc["internal"]["bus"]
     return bool(np.any(bus[:, [CID_P, CID_Q, CZD_P, CZD_Q]] != 0))
@@ -622,11 +623,7 @@ def build_context(
 def _single_thread_blas() -> contextlib.AbstractContextManager[Any]:
     """Limit BLAS to one thread while building: the matrices are small (n ≈ 30..130), and on a
     small shared machine multi-threaded BLAS made the triangular solves ~25x slower (measured on
-    2 cores). ``threadpoolctl`` comes with scikit-learn; without it, nothing is limited."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
+    2 cores)."""
     return threadpool_limits(limits=1, user_api="blas")
 
 

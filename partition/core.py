@@ -15,7 +15,14 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-__all__ = ["CommParams", "Partition", "PartitionContext", "clusters_of", "relabel"]
+__all__ = [
+    "CommParams",
+    "Partition",
+    "PartitionContext",
+    "PartitionTask",
+    "clusters_of",
+    "relabel",
+]
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,18 @@ class PartitionContext:
     def n(self) -> int:
         """Number of nodes."""
         return len(self.buses)
+
+
+@dataclass(frozen=True)
+class PartitionTask:
+    """What every partition method is given: the context, the number of clusters ``k``, the
+    method's own random generator and the cluster size bounds (buses, inclusive)."""
+
+    ctx: PartitionContext
+    k: int
+    rng: np.random.Generator
+    min_size: int
+    max_size: int
 
 
 @dataclass

@@ -56,6 +56,9 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from pandapower.pypower.idx_brch import SHIFT
+from pandapower.pypower.idx_bus import CID_P, CID_Q, CZD_P, CZD_Q, PD, QD
+from pandapower.pypower.makeYbus import makeYbus
 from scipy.sparse.linalg import splu
 from scipy.spatial.distance import cdist
 
@@ -295,7 +298,6 @@ def _dsload_dvm(net: Any, internal: dict[str, Any]) -> np.ndarray | None:
     """``∂S_load/∂|V|`` (p.u.) of ZIP loads, when pandapower modelled them (``voltage_depend_loads``)."""
     if not net._options.get("voltage_depend_loads", False):
         return None
-    from pandapower.pypower.idx_bus import CID_P, CID_Q, CZD_P, CZD_Q, PD, QD
 
     bus = internal["bus"]
     vm = np.abs(internal["V"])
@@ -352,8 +354,6 @@ def net_b_matrix_reactance(net: Any, buses: Sequence[int]) -> np.ndarray:
     admittances and make ``Im(Y_ij)`` meaningless. Tap ratios, line charging and shunts are kept.
     Only needs the network data of the last ``runpp``, not its operating point.
     """
-    from pandapower.pypower.idx_brch import SHIFT
-    from pandapower.pypower.makeYbus import makeYbus
 
     internal = _converged_internal(net)
     branch = np.array(internal["branch"], copy=True)

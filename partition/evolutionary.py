@@ -40,9 +40,18 @@ from typing import Any
 import networkx as nx
 import numba
 import numpy as np
+from pymoo.algorithms.moo.nsga3 import NSGA3
+from pymoo.core.mutation import Mutation
+from pymoo.core.problem import Problem
+from pymoo.core.repair import Repair
+from pymoo.core.sampling import Sampling
+from pymoo.operators.crossover.pntx import TwoPointCrossover
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+from pymoo.util.ref_dirs import get_reference_directions
 
 from clustersim.errors import PartitionError
-from clustersim.partition.core import PartitionContext
+from clustersim.partition import metrics
+from clustersim.partition.core import PartitionContext, PartitionTask
 
 __all__ = [
     "CutTree",
@@ -588,6 +597,18 @@ def _trivial(ctx: PartitionContext, k: int) -> np.ndarray | None:
     return None
 
 
+def _on_cut_tree(
+    ctx: PartitionContext, k: int, search: Callable[[CutTree], np.ndarray]
+) -> np.ndarray:
+    """Labels of the chromosome ``search`` finds on the cut tree of ``ctx``, or of the partition
+    with no choice (:func:`_trivial`) without searching."""
+    trivial = _trivial(ctx, k)
+    if trivial is not None:
+        return trivial
+    tree = cut_tree(ctx.graph, ctx.slack)
+    return cuts_to_labels(tree, search(tree))
+
+
 class _Repairer:
     """:func:`repair_cuts` with a memo (offspring repeat often; the repair is deterministic)."""
 
@@ -637,14 +658,6 @@ def _nsga3_search(
     """Run NSGA-III on the cut encoding with ``objectives(labels) -> (f1, f2, f3)``; return the
     chromosome of the fuzzy compromise of the final feasible non-dominated front (if no
     individual is feasible: the least violating one, ties to the lowest population index)."""
-    from pymoo.algorithms.moo.nsga3 import NSGA3
-    from pymoo.core.mutation import Mutation
-    from pymoo.core.problem import Problem
-    from pymoo.core.repair import Repair
-    from pymoo.core.sampling import Sampling
-    from pymoo.operators.crossover.pntx import TwoPointCrossover
-    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
-    from pymoo.util.ref_dirs import get_reference_directions
 
     cache = _Cache(tree, objectives)
     repairer = _Repairer(tree, k, min_size, max_size)
@@ -707,12 +720,8 @@ def _nsga3_search(
 
 
 def nsga3_cut(
-    ctx: PartitionContext,
-    k: int,
+    task: PartitionTask,
     *,
-    rng: np.random.Generator,
-    min_size: int,
-    max_size: int,
     pop_size: int = 92,
     n_gen: int = 100,
     weights: Sequence[float] = (1 / 3, 1 / 3, 1 / 3),
@@ -737,7 +746,7 @@ def nsga3_cut(
 
     Seeded by one integer drawn from ``rng`` (pymoo's own generator).
     """
-    from clustersim.partition import metrics
+    ctx, k, rng, min_size, max_size = task.ctx, task.k, task.rng, task.min_size, task.max_size
 
     if len(weights) != 3 or min(weights) < 0 or sum(weights) <= 0:
         raise PartitionError(f"weights must be 3 non-negative numbers, got {tuple(weights)}")
@@ -746,23 +755,22 @@ def nsga3_cut(
             f"NSGA-III needs pop_size >= 4 and n_gen >= 1, got {pop_size}, {n_gen}"
         )
     seed = int(rng.integers(2**31))
-    trivial = _trivial(ctx, k)
-    if trivial is not None:
-        return trivial
-    tree = cut_tree(ctx.graph, ctx.slack)
-    genes = _nsga3_search(
-        tree,
+    return _on_cut_tree(
+        ctx,
         k,
-        lambda labels: metrics.s1_objectives(ctx, labels),
-        seed=seed,
-        min_size=min_size,
-        max_size=max_size,
-        pop_size=pop_size,
-        n_gen=n_gen,
-        weights=weights,
-        p_cut=1.0 / max(min_size, 2),
+        lambda tree: _nsga3_search(
+            tree,
+            k,
+            lambda labels: metrics.s1_objectives(ctx, labels),
+            seed=seed,
+            min_size=min_size,
+            max_size=max_size,
+            pop_size=pop_size,
+            n_gen=n_gen,
+            weights=weights,
+            p_cut=1.0 / max(min_size, 2),
+        ),
     )
-    return cuts_to_labels(tree, genes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -899,20 +907,20 @@ def _run_ga(
 ) -> np.ndarray:
     """Labels of ``search`` maximizing ``index(ctx, labels)`` on the cut tree of ``ctx`` (or of
     the partition with no choice)."""
-    trivial = _trivial(ctx, k)
-    if trivial is not None:
-        return trivial
-    tree = cut_tree(ctx.graph, ctx.slack)
-    ga = _GA(
-        tree,
-        k,
-        lambda labels: index(ctx, labels),
-        min_size=min_size,
-        max_size=max_size,
-        pop_size=pop_size,
-        n_gen=n_gen,
-    )
-    return cuts_to_labels(tree, search(ga))
+
+    def run(tree: CutTree) -> np.ndarray:
+        ga = _GA(
+            tree,
+            k,
+            lambda labels: index(ctx, labels),
+            min_size=min_size,
+            max_size=max_size,
+            pop_size=pop_size,
+            n_gen=n_gen,
+        )
+        return search(ga)
+
+    return _on_cut_tree(ctx, k, run)
 
 
 def _ga_rho_search(
@@ -933,12 +941,8 @@ def _ga_rho_search(
 
 
 def ga_rho(
-    ctx: PartitionContext,
-    k: int,
+    task: PartitionTask,
     *,
-    rng: np.random.Generator,
-    min_size: int,
-    max_size: int,
     pop_size: int = 100,
     n_gen: int = 200,
     p_cross: float = 0.8,
@@ -957,7 +961,7 @@ def ga_rho(
     generation to ``p_mut[1]`` at the last; size-bound violations that the repair cannot remove
     are penalized (:class:`_Scorer`). Returns the best partition seen over the run.
     """
-    from clustersim.partition import metrics
+    ctx, k, rng, min_size, max_size = task.ctx, task.k, task.rng, task.min_size, task.max_size
 
     return _run_ga(
         ctx,
@@ -1007,12 +1011,8 @@ def _ga_sa_search(
 
 
 def ga_sa(
-    ctx: PartitionContext,
-    k: int,
+    task: PartitionTask,
     *,
-    rng: np.random.Generator,
-    min_size: int,
-    max_size: int,
     pop_size: int = 100,
     n_gen: int = 200,
     p_cross: float = 0.8,
@@ -1034,7 +1034,7 @@ def ga_sa(
     Defaults ([ZONAL] leaves them open): the [CVC] budget, population 100 and 200 generations, so
     the two GAs are compared at equal cost; crossover 0.8, mutation 0.1, cooling 0.95.
     """
-    from clustersim.partition import metrics
+    ctx, k, rng, min_size, max_size = task.ctx, task.k, task.rng, task.min_size, task.max_size
 
     return _run_ga(
         ctx,

@@ -64,7 +64,7 @@ import numpy as np
 
 from clustersim.errors import PartitionError
 from clustersim.partition import metrics
-from clustersim.partition.core import PartitionContext
+from clustersim.partition.core import PartitionContext, PartitionTask
 
 __all__ = [
     "cce_expand",
@@ -154,6 +154,17 @@ def _mean_distance(ctx: PartitionContext) -> np.ndarray:
 # ============================================================================================
 
 
+def _lower(new: np.ndarray, j: int, s: int, cand: np.ndarray) -> np.ndarray | None:
+    """Lower ``new[j:, s:]`` to ``cand`` where that is smaller; return where it did (``None``:
+    nowhere)."""
+    tgt = new[j:, s:]
+    better = cand < tgt
+    if not better.any():
+        return None
+    tgt[better] = cand[better]
+    return better
+
+
 def _merge(
     table: np.ndarray,
     child: np.ndarray,
@@ -169,21 +180,15 @@ def _merge(
     cj, cs = np.nonzero(np.isfinite(child))
     if len(cj) <= len(tj):
         for jc, sc in zip(cj.tolist(), cs.tolist(), strict=True):
-            cand = table[: k - jc, : width - sc] + child[jc, sc]
-            tgt = new[jc:, sc:]
-            better = cand < tgt
-            if better.any():
-                tgt[better] = cand[better]
+            better = _lower(new, jc, sc, table[: k - jc, : width - sc] + child[jc, sc])
+            if better is not None:
                 choice[jc:, sc:][better] = (kind * k + jc) * width + sc
     else:
         jgrid = np.arange(k)[:, None]
         sgrid = np.arange(width)[None, :]
         for j, s in zip(tj.tolist(), ts.tolist(), strict=True):
-            cand = child[: k - j, : width - s] + table[j, s]
-            tgt = new[j:, s:]
-            better = cand < tgt
-            if better.any():
-                tgt[better] = cand[better]
+            better = _lower(new, j, s, child[: k - j, : width - s] + table[j, s])
+            if better is not None:
                 code = (kind * k + jgrid[: k - j]) * width + sgrid[:, : width - s]
                 choice[j:, s:][better] = np.broadcast_to(code, better.shape)[better]
 
@@ -768,12 +773,8 @@ def sao_refine(
 
 
 def partition_hi(
-    ctx: PartitionContext,
-    k: int,
+    task: PartitionTask,
     *,
-    rng: np.random.Generator,
-    min_size: int,
-    max_size: int,
     n_candidates: int = 500,
     n_mutations: int = 50,
     n_initial: int = 2,
@@ -792,6 +793,7 @@ def partition_hi(
     such a partition exists (decided exactly on a spanning tree of the operating topology, the
     topology itself for a radial feeder); raises PartitionError when none does.
     """
+    ctx, k, rng, min_size, max_size = task.ctx, task.k, task.rng, task.min_size, task.max_size
     topo = _Topo(ctx)
     n = ctx.n
     fallback = _dp_partition(ctx, k, min_size, max_size, None)

@@ -2,9 +2,10 @@
 
 Every method is a function
 
-    fn(ctx: PartitionContext, k: int, *, rng: numpy.random.Generator,
-       min_size: int, max_size: int, **options) -> labels (n,) int
+    fn(task: PartitionTask, **options) -> labels (n,) int
 
+(:class:`~clustersim.partition.core.PartitionTask`: context, ``k``, the method's random
+generator, size bounds)
 that returns a cluster label per node and nothing else: :func:`run_partition` times it, then
 computes pilot buses, every metric and the constraint checks the same way for all methods, so a
 method that breaks a constraint is reported as such, never silently repaired.
@@ -21,7 +22,8 @@ import networkx as nx
 import numpy as np
 
 from clustersim.errors import PartitionError
-from clustersim.partition.core import Partition, PartitionContext, relabel
+from clustersim.partition import metrics, pilot
+from clustersim.partition.core import Partition, PartitionContext, PartitionTask, relabel
 
 __all__ = ["METHODS", "method_names", "run_partition"]
 
@@ -86,14 +88,14 @@ def run_partition(
     **options: Any,
 ) -> Partition:
     """Run ``method`` for ``k`` clusters and evaluate the result uniformly."""
-    from clustersim.partition import metrics, pilot
 
     max_size = ctx.n if max_size is None else max_size
     fn = _resolve(method)
     check_request(ctx, k, min_size, max_size)
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     t0 = time.perf_counter()
-    labels = np.asarray(fn(ctx, k, rng=rng, min_size=min_size, max_size=max_size, **options))
+    task = PartitionTask(ctx, k, rng, min_size, max_size)
+    labels = np.asarray(fn(task, **options))
     runtime = time.perf_counter() - t0
     if labels.shape != (ctx.n,) or labels.min() < 0:
         raise PartitionError(f"method {method} returned malformed labels")

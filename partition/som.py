@@ -50,7 +50,8 @@ import networkx as nx
 import numpy as np
 
 from clustersim.errors import PartitionError
-from clustersim.partition.core import PartitionContext
+from clustersim.partition import metrics
+from clustersim.partition.core import PartitionTask
 
 __all__ = ["SomResult", "agglomerate", "grid_shape", "share_clusters", "tc_som", "train_som"]
 
@@ -276,12 +277,8 @@ def _stage(
 
 
 def tc_som(
-    ctx: PartitionContext,
-    k: int,
+    task: PartitionTask,
     *,
-    rng: np.random.Generator,
-    min_size: int,
-    max_size: int,
     k_coarse: int | None = None,
     epochs: int = 100,
     fine_coupling_weight: float = 0.5,
@@ -292,7 +289,7 @@ def tc_som(
     nodes per SOM; ``fine_coupling_weight`` the weight of the coupling block in the fine stage
     (the fine block has 1). ``min_size``/``max_size`` are ignored (not repaired).
     """
-    from clustersim.partition import metrics
+    ctx, k, rng = task.ctx, task.k, task.rng
 
     n = ctx.n
     if not 1 <= k <= n:

@@ -31,6 +31,9 @@ from typing import Any
 
 import networkx as nx
 import pandapower as pp
+import pandapower.networks as pn
+import pandapower.topology as top
+import simbench as sb
 
 from clustersim.errors import CaseError, PowerFlowError
 
@@ -60,8 +63,6 @@ def _load_json_case(filename: str) -> pp.pandapowerNet:
 
 
 def _load_ieee33() -> pp.pandapowerNet:
-    import pandapower.networks as pn
-
     net = pn.case33bw()
     net.bus["name"] = [str(i + 1) for i in net.bus.index]
     # case33bw carries no ratings (max_i_ka 99999); use 0.4 kA as the MATPOWER conversions do so
@@ -72,8 +73,6 @@ def _load_ieee33() -> pp.pandapowerNet:
 
 
 def _load_simbench(code: str) -> pp.pandapowerNet:
-    import simbench as sb
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = sb.get_simbench_net(code)
@@ -164,8 +163,6 @@ def operating_graph(net: pp.pandapowerNet) -> nx.MultiGraph:
     open switches and out-of-service branches are left out. Parallel branches between the same
     pair of nodes remain as parallel edges of the multigraph.
     """
-    import pandapower.topology as top
-
     g = top.create_nxgraph(net, respect_switches=True, include_out_of_service=False)
     bb = net.switch[(net.switch.et == "b") & net.switch.closed]
     if len(bb):

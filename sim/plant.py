@@ -49,6 +49,7 @@ import pandapower as pp
 import pandas as pd
 
 from clustersim.errors import MessageError, PowerFlowError
+from clustersim.sim.powerflow import ASYMMETRIC_AND_FACTS_TABLES
 from clustersim.sim.profiles import Profiles
 from clustersim.sim.resources import (
     DG,
@@ -85,12 +86,7 @@ _STRUCTURE_TABLES = (
     "ward",
     "xward",
     "dcline",
-    "asymmetric_load",
-    "asymmetric_sgen",
-    "svc",
-    "tcsc",
-    "ssc",
-    "vsc",
+    *ASYMMETRIC_AND_FACTS_TABLES,
 )
 # inputs recycling cannot update (shunts, switches), and those it updates on request
 _FULL_COLUMNS = {

@@ -76,6 +76,8 @@ from clustersim.errors import PowerFlowError
 
 __all__ = ["BatchResult", "BatchedPowerFlow", "Injections"]
 
+ASYMMETRIC_AND_FACTS_TABLES = ("asymmetric_load", "asymmetric_sgen", "svc", "tcsc", "ssc", "vsc")
+"""pandapower's element tables of asymmetric injections and FACTS devices"""
 # Element tables this solver does not model; an in-service row in any of them is an error.
 _UNSUPPORTED_TABLES = (
     "gen",
@@ -85,12 +87,7 @@ _UNSUPPORTED_TABLES = (
     "xward",
     "dcline",
     "motor",
-    "asymmetric_load",
-    "asymmetric_sgen",
-    "svc",
-    "tcsc",
-    "ssc",
-    "vsc",
+    *ASYMMETRIC_AND_FACTS_TABLES,
     "line_dc",
     "bus_dc",
     "source_dc",
@@ -310,6 +307,19 @@ class BatchedPowerFlow:
         # -- branch elements: (kind, table position, node at from/hv end, node at to/lv end)
         n_aux = 0
         elements: list[tuple[str, int, int, int]] = []
+
+        def add_branch(kind: str, i: int, a: int, b: int, a_off: bool, b_off: bool) -> None:
+            """Branch ``i`` from bus ``a`` to ``b``; an open end gets an auxiliary node of its own
+            and a branch open at both ends is left out."""
+            nonlocal n_aux
+            if a_off and b_off:
+                return
+            u = n_bus + n_aux if a_off else int(rep[a])
+            n_aux += int(a_off)
+            v = n_bus + n_aux if b_off else int(rep[b])
+            n_aux += int(b_off)
+            elements.append((kind, i, u, v))
+
         line = net.line
         lf = _pos(self.bus_index, line.from_bus.to_numpy())
         lt = _pos(self.bus_index, line.to_bus.to_numpy())
@@ -317,13 +327,7 @@ class BatchedPowerFlow:
         for i in np.flatnonzero(line.in_service.to_numpy(bool)):
             f_off = (int(i), int(lf[i])) in l_open or not bus_in[lf[i]]
             t_off = (int(i), int(lt[i])) in l_open or not bus_in[lt[i]]
-            if f_off and t_off:
-                continue
-            u = n_bus + n_aux if f_off else int(rep[lf[i]])
-            n_aux += int(f_off)
-            v = n_bus + n_aux if t_off else int(rep[lt[i]])
-            n_aux += int(t_off)
-            elements.append(("line", int(i), u, v))
+            add_branch("line", int(i), lf[i], lt[i], f_off, t_off)
         trafo = net.trafo
         th = _pos(self.bus_index, trafo.hv_bus.to_numpy())
         tl = _pos(self.bus_index, trafo.lv_bus.to_numpy())
@@ -335,13 +339,7 @@ class BatchedPowerFlow:
                 )
             h_off = (int(i), int(th[i])) in t_open
             l_off = (int(i), int(tl[i])) in t_open
-            if h_off and l_off:
-                continue
-            u = n_bus + n_aux if h_off else int(rep[th[i]])
-            n_aux += int(h_off)
-            v = n_bus + n_aux if l_off else int(rep[tl[i]])
-            n_aux += int(l_off)
-            elements.append(("trafo", int(i), u, v))
+            add_branch("trafo", int(i), th[i], tl[i], h_off, l_off)
 
         # -- energized component from the slack node
         eg = net.ext_grid[net.ext_grid.in_service.astype(bool)].iloc[0]
@@ -868,6 +866,21 @@ class BatchedPowerFlow:
         )
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _branch_currents(parent, sc, yh, u, b):  # pragma: no cover - compiled
+    """Node currents drawn at voltages ``u`` (constant power ``sc``, constant admittance ``yh``,
+    root-referred) summed over each subtree by a backward sweep: ``b[k]`` is the current of the
+    branch into node k. Inlined into :func:`_sweep_kernel` at compile time."""
+    n = parent.shape[0]
+    for k in range(n):
+        uk = u[k]
+        b[k] = sc[k] * uk / (uk.real * uk.real + uk.imag * uk.imag) + yh[k] * uk
+    for k in range(n - 1, -1, -1):
+        p = parent[k]
+        if p < n:
+            b[p] += b[k]
+
+
 # length: a numba kernel; splitting it would cost calls inside the sweep's inner loop
 @numba.njit(cache=True, nogil=True)
 def _sweep_kernel(
@@ -930,15 +943,7 @@ def _sweep_kernel(
         dv_ref = np.inf
         ok = False
         for it in range(1, max_iter + 1):
-            # node currents drawn (constant power + constant impedance), root-referred
-            for k in range(n):
-                uk = u[k]
-                b[k] = sc[k] * uk / (uk.real * uk.real + uk.imag * uk.imag) + yh[k] * uk
-            # backward sweep: branch current = sum over the subtree
-            for k in range(n - 1, -1, -1):
-                p = parent[k]
-                if p < n:
-                    b[p] += b[k]
+            _branch_currents(parent, sc, yh, u, b)
             # forward sweep: voltage = parent voltage - branch drop
             dv2 = 0.0
             finite = True
@@ -974,14 +979,9 @@ def _sweep_kernel(
         # slack supply from the converged voltages: currents into the root's children
         # (root-referred current = current at the slack side) plus the root's own elements
         i_root = y_node[c, n] * slack
-        for k in range(n):
-            uk = u[k]
-            b[k] = sc[k] * uk / (uk.real * uk.real + uk.imag * uk.imag) + yh[k] * uk
+        _branch_currents(parent, sc, yh, u, b)
         for k in range(n - 1, -1, -1):
-            p = parent[k]
-            if p < n:
-                b[p] += b[k]
-            else:
+            if parent[k] >= n:
                 i_root += b[k]
         s_slack[c] = slack * np.conj(i_root) - s_node[c, n]
         for k in range(n):

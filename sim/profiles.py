@@ -88,6 +88,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import simbench as sb
 from scipy.special import log_ndtr, ndtr
 
 from clustersim.errors import ScenarioError
@@ -344,8 +345,7 @@ def _load_shape(days: int, rng: np.random.Generator) -> np.ndarray:
     daily mean ≈ 0.62–0.65 of the peak; night minimum ≈ 0.47."""
     day, hour = _hours(days)
     shift = rng.normal(0.0, 0.25, days)
-    amp_m = rng.uniform(0.9, 1.1, days)
-    amp_e = rng.uniform(0.9, 1.1, days)
+    amp_m, amp_e = rng.uniform(0.9, 1.1, (2, days))  # morning, evening peak
     level = rng.uniform(0.92, 1.0, days)
     noise = rng.normal(0.0, 0.01, day.size)
     h = hour - shift[day]
@@ -411,10 +411,8 @@ def _ev_shape(days: int, rng: np.random.Generator) -> np.ndarray:
     ≈ 0.75) and an evening peak ~19:30 (1.0) over a night/midday base of ≈ 0.05. Day-to-day: peak
     times shift N(0, 0.25 h), heights ×U(0.85, 1.0); 3 % multiplicative noise per point."""
     day, hour = _hours(days)
-    shift_m = rng.normal(0.0, 0.25, days)
-    shift_e = rng.normal(0.0, 0.25, days)
-    amp_m = rng.uniform(0.85, 1.0, days)
-    amp_e = rng.uniform(0.85, 1.0, days)
+    shift_m, shift_e = rng.normal(0.0, 0.25, (2, days))  # morning, evening peak
+    amp_m, amp_e = rng.uniform(0.85, 1.0, (2, days))
     noise = rng.normal(0.0, 0.03, day.size)
     peak = 1.0 + 0.05  # value of the base shape at the evening peak, to scale it to 1.0
     raw = (
@@ -575,7 +573,6 @@ class _SimbenchData:
 
 
 def _get_simbench_net(code: str) -> Any:
-    import simbench as sb
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -583,7 +580,6 @@ def _get_simbench_net(code: str) -> Any:
 
 
 def _check_code(code: Any) -> str:
-    import simbench as sb
 
     if not isinstance(code, str) or code not in set(sb.collect_all_simbench_codes()):
         raise ScenarioError(
@@ -633,7 +629,6 @@ def _load_simbench(code: str) -> _SimbenchData:
 
 
 def _library_dir(code: str) -> Path:
-    import simbench as sb
 
     scenario = sb.get_simbench_code_and_parameters(code)[1][5]
     return Path(sb.complete_data_path(scenario))

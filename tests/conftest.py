@@ -43,6 +43,27 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture(scope="session")
+def builtin_cases() -> list[str]:
+    """The built-in grid cases, in the order ``clustersim cases`` lists them."""
+    return ["ieee33", "ieee51", "ieee69", "ieee123", "simbench-mv-rural", "simbench-mv-semiurb"]
+
+
+@pytest.fixture(scope="session")
+def case_info_keys() -> set[str]:
+    """The keys of a case description (``describe_case``, ``clustersim case-info --json``)."""
+    return {
+        "name",
+        "n_buses",
+        "n_lines",
+        "radial",
+        "total_load_mw",
+        "base_losses_kw",
+        "min_vm_pu",
+        "resources",
+    }
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data beside the checkout (present on developer machines and in CI)."""
     if not SHARED_DATA.is_dir():

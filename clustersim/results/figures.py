@@ -19,10 +19,9 @@ atomically (temporary name in the same folder, then ``os.replace``).
 
 from __future__ import annotations
 
-import re
-from matplotlib.colors import TwoSlopeNorm
 import fnmatch
 import json
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,8 +31,10 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.colors import TwoSlopeNorm
 
 from clustersim.fileio import atomic_write
+
 __all__ = [
     "FIGURE_SOURCES",
     "PARETO_COLUMNS",
@@ -310,6 +311,31 @@ def _flag(messages: pd.DataFrame, col: str) -> np.ndarray:
     return messages[col].fillna(False).to_numpy(dtype=bool)
 
 
+def _latency_panel(
+    ax: Any,
+    t_h: np.ndarray,
+    lat_ms: np.ndarray,
+    kinds: np.ndarray,
+    delivered: np.ndarray,
+    late: np.ndarray,
+) -> None:
+    """One-way latency of the delivered messages over their send time, by kind (late ones as
+    triangles); a log scale when the latencies span more than a factor of 20."""
+    if not delivered.any():
+        ax.text(0.5, 0.5, "no message delivered", ha="center", va="center", transform=ax.transAxes)
+        return
+    for kind in sorted(set(kinds[delivered]), key=lambda k: _KIND_ORDER.get(k, 9)):
+        sel = delivered & (kinds == kind) & ~late
+        if sel.any():
+            ax.scatter(t_h[sel], lat_ms[sel], s=6, c=_KIND_COLOUR.get(kind, "0.5"))
+    if (delivered & late).any():
+        sel = delivered & late
+        ax.scatter(t_h[sel], lat_ms[sel], s=14, marker="^", c="#f58518")
+    pos = lat_ms[delivered]
+    if np.nanmin(pos) > 0 and np.nanmax(pos) / max(np.nanmin(pos), 1e-9) > 20:
+        ax.set_yscale("log")
+
+
 def messages_timeline(path: Path, messages: pd.DataFrame, *, title: str = "") -> Path | None:
     """Per-link timeline of ``messages.parquet`` (lost, late and rejected messages marked) over
     the one-way latency of the delivered messages. ``None`` (nothing written) without rows."""
@@ -370,21 +396,7 @@ def messages_timeline(path: Path, messages: pd.DataFrame, *, title: str = "") ->
     )
     delivered = ~lost & np.isfinite(m["t_deliver_s"].to_numpy(dtype=float))
     lat_ms = (m["t_deliver_s"].to_numpy(dtype=float) - m["t_send_s"].to_numpy(dtype=float)) * 1e3
-    if delivered.any():
-        for kind in sorted(set(kinds[delivered]), key=lambda k: _KIND_ORDER.get(k, 9)):
-            sel = delivered & (kinds == kind) & ~late
-            if sel.any():
-                ax2.scatter(t_h[sel], lat_ms[sel], s=6, c=_KIND_COLOUR.get(kind, "0.5"))
-        if (delivered & late).any():
-            sel = delivered & late
-            ax2.scatter(t_h[sel], lat_ms[sel], s=14, marker="^", c="#f58518")
-        pos = lat_ms[delivered]
-        if np.nanmin(pos) > 0 and np.nanmax(pos) / max(np.nanmin(pos), 1e-9) > 20:
-            ax2.set_yscale("log")
-    else:
-        ax2.text(
-            0.5, 0.5, "no message delivered", ha="center", va="center", transform=ax2.transAxes
-        )
+    _latency_panel(ax2, t_h, lat_ms, kinds, delivered, late)
     ax2.set_ylabel("latency (ms)")
     ax2.set_xlabel("simulated send time (h)")
     ax2.grid(color="0.9")

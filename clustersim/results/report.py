@@ -24,17 +24,13 @@ that a study writes beside its figures; a figure with neither says its source is
 
 from __future__ import annotations
 
-import importlib.resources
-from clustersim.results.figures import figure_info
-import pyarrow.parquet as pq
-import re
 import base64
 import fnmatch
 import html
+import importlib.resources
 import json
 import math
-import os
-import tempfile
+import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,9 +38,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from clustersim.errors import ClusterSimError
 from clustersim.fileio import write_text
+from clustersim.results.figures import figure_info
 
 __all__ = ["ReportKind", "detect_kind", "write_report"]
 
@@ -60,22 +58,28 @@ def e(v: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- formatting
+def _fmt_number(v: float, digits: int) -> str:
+    """An int or float for people: thin-space thousands from 10,000 on (from ``10**digits`` for
+    floats), ``digits`` significant digits, NaN as an en dash."""
+    if isinstance(v, int):
+        return f"{v:,}".replace(",", "\u2009") if abs(v) >= 10_000 else str(v)
+    if not math.isfinite(v):
+        return "–" if math.isnan(v) else str(v)
+    if v == 0:
+        return "0"
+    if abs(v) >= 10**digits:
+        return f"{v:,.0f}".replace(",", "\u2009")
+    return f"{v:.{digits}g}"
+
+
 def fmt(v: Any, digits: int = 4) -> str:
     """A value for people: floats to ``digits`` significant digits, None/NaN as an en dash."""
     if v is None:
         return "–"
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, int):
-        return f"{v:,}".replace(",", "\u2009") if abs(v) >= 10_000 else str(v)
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return "–" if math.isnan(v) else str(v)
-        if v == 0:
-            return "0"
-        if abs(v) >= 10**digits:
-            return f"{v:,.0f}".replace(",", "\u2009")
-        return f"{v:.{digits}g}"
+    if isinstance(v, int | float):
+        return _fmt_number(v, digits)
     if hasattr(v, "item") and not isinstance(v, str | bytes):  # numpy scalar
         try:
             return fmt(v.item(), digits)

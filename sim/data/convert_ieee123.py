@@ -128,6 +128,7 @@ import pandas as pd
 from pandapower.toolbox import clear_result_tables
 
 from clustersim.errors import CaseError
+from clustersim.fileio import write_text
 
 __all__ = [
     "DEFAULT_OUT_DIR",
@@ -216,7 +217,7 @@ def _import_dss():
     was_enabled = faulthandler.is_enabled()
     faulthandler.disable()
     try:
-        import opendssdirect as dss
+        import opendssdirect as dss  # optional (the dev extra): only the converter reads OpenDSS
     except ImportError as exc:
         raise CaseError(
             "converting ieee123 needs OpenDSSDirect.py (pip install 'OpenDSSDirect.py')"
@@ -724,17 +725,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     clear_result_tables(net)  # ship inputs only
     net.converged = False
-    _write_atomic(out / JSON_NAME, pp.to_json(net))
-    _write_atomic(out / CSV_NAME, report.vm.to_csv(float_format="%.8f", lineterminator="\n"))
+    write_text(out / JSON_NAME, pp.to_json(net))
+    write_text(out / CSV_NAME, report.vm.to_csv(float_format="%.8f", lineterminator="\n"))
     print(report.summary())
     print(f"wrote {out / JSON_NAME} and {out / CSV_NAME}")
     return 0
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import numpy as np
 import pandapower as pp
 
 from clustersim.errors import CaseError
+from clustersim.fileio import write_text
 
 __all__ = ["CASE_FILES", "DEFAULT_MAX_I_KA", "main", "matpower_to_pandapower", "parse_matpower"]
 
@@ -269,17 +270,6 @@ def matpower_to_pandapower(path: str | os.PathLike[str], name: str) -> pp.pandap
     return net
 
 
-def _write_atomic(text: str, target: Path) -> None:
-    """Write ``target`` so that a killed run leaves the old file or the new one, never half."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     """Convert every case of ``CASE_FILES`` from SRC_DIR into OUT_DIR/<name>.json."""
     parser = argparse.ArgumentParser(
@@ -294,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, filename in CASE_FILES.items():
             net = matpower_to_pandapower(args.src_dir / filename, name)
             target = args.out_dir / f"{name}.json"
-            _write_atomic(pp.to_json(net), target)
+            write_text(target, pp.to_json(net))
             print(f"{args.src_dir / filename} -> {target} ({len(net.bus)} buses)")
     except (CaseError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -291,6 +291,15 @@ def _study_runs(folder: Path, runs: dict[str, Path], labels: dict[str, str]) -> 
     return rows
 
 
+def _study_report(folder: Path, kind: str) -> tuple[str, _Page, str]:
+    """Detect the study folder's kind, write its report and check it is self-contained; return
+    the page's source, its parse and its text."""
+    assert detect_kind(folder) == kind
+    text, page = _parse(write_report(folder, kind))
+    _self_contained(text, page)
+    return text, page, " ".join(page.text)
+
+
 def test_compare_report_from_its_folder(runs, tmp_path):
     folder = tmp_path / "cmp"
     rows = _study_runs(folder, runs, {"none": "none", "clustered": "clustered"})
@@ -316,10 +325,7 @@ def test_compare_report_from_its_folder(runs, tmp_path):
     (folder / "figures" / "captions.json").write_text(
         json.dumps({"kpi_bars.png": {"caption": "both runs", "sources": ["compare.csv"]}})
     )
-    assert detect_kind(folder) == "compare"
-    text, page = _parse(write_report(folder, "compare"))
-    _self_contained(text, page)
-    body = " ".join(page.text)
+    _, page, body = _study_report(folder, "compare")
     assert "compare: none vs clustered" in body
     assert {"runs-cards", "table", "figures", "runs", "provenance"} <= page.ids
     assert "runs/none/report.html" in page.hrefs and "runs/clustered/report.html" in page.hrefs
@@ -361,10 +367,7 @@ def test_sweep_report_with_repeats_and_a_failed_point(runs, tmp_path):
     )
     (folder / "figures").mkdir()
     shutil.copy(runs["clustered"] / "figures" / "kpi_bars.png", folder / "figures" / "cost.png")
-    assert detect_kind(folder) == "sweep"
-    text, page = _parse(write_report(folder, "sweep"))
-    _self_contained(text, page)
-    body = " ".join(page.text)
+    text, page, body = _study_report(folder, "sweep")
     assert "sweep of ieee33-ev-clustered" in body and "comm.loss.p (2)" in body
     assert "Mean ± standard deviation over repeats" in body
     assert "runner refused the point: <bad>" in body and "&lt;bad&gt;" in text
@@ -379,10 +382,7 @@ def test_reproduce_report(runs, tmp_path):
     (folder / "reproduce.json").write_text(json.dumps({"kind": "reproduce", "study": "demo"}))
     (folder / "figures").mkdir()
     shutil.copy(runs["none"] / "figures" / "kpi_bars.png", folder / "figures" / "x.png")
-    assert detect_kind(folder) == "reproduce"
-    text, page = _parse(write_report(folder, "reproduce"))
-    _self_contained(text, page)
-    body = " ".join(page.text)
+    _, _, body = _study_report(folder, "reproduce")
     assert "reproduce demo" in body and "demo.csv" in body and "Source table not stated" in body
 
 

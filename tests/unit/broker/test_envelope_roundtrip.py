@@ -155,13 +155,13 @@ def _check(kind: str, model: type, src: str, dst: str, step: int, t: float, body
 
 
 # ------------------------------------------------------------------ properties
-@given(
-    body=meas_bodies,
-    agent=name,
-    step=counter,
-    t=st.floats(0, 1e9, allow_nan=False),
-)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ADDRESS = {"agent": name, "step": counter, "t": st.floats(0, 1e9, allow_nan=False)}
+"""the strategies of a message's addressing: the agent, the control step, the send time"""
+EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@given(body=meas_bodies, **ADDRESS)
+@EXAMPLES
 def test_measurement_body_round_trips(body, agent, step, t):
     """A schema-valid measurement body sent by the plant arrives at the agent unchanged."""
     env = _check("meas", MeasMsg, PLANT, agent, step, t, body)
@@ -169,13 +169,8 @@ def test_measurement_body_round_trips(body, agent, step, t):
     assert canon(env.body.model_dump()) == canon(body)
 
 
-@given(
-    body=setpoint_bodies,
-    agent=name,
-    step=counter,
-    t=st.floats(0, 1e9, allow_nan=False),
-)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=setpoint_bodies, **ADDRESS)
+@EXAMPLES
 def test_setpoint_body_round_trips(body, agent, step, t):
     """A schema-valid setpoint body (with or without its decision info) sent by an agent
     arrives at the plant unchanged."""

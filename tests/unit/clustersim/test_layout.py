@@ -174,3 +174,22 @@ def _long_functions() -> list[str]:
 def test_long_functions_say_why():
     """A function over 80 lines carries a ``# length: <reason>`` comment above its ``def``."""
     assert not _long_functions(), _long_functions()
+
+
+def test_function_level_imports_say_why():
+    """An import inside a function (outside the CLI, whose module docstring gives the reason
+    for all of its own) has a comment on its line or the line above saying why it is there."""
+    bad = []
+    for module, path in MODULES.items():
+        if module == "clustersim.cli":
+            continue
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    here, above = lines[node.lineno - 1], lines[node.lineno - 2].strip()
+                    if "#" not in here and not above.startswith("#"):
+                        bad.append(f"{module}:{node.lineno} {here.strip()}")
+    assert not bad, bad

@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 
 from clustersim.errors import PartitionError
 from clustersim.partition import hi, metrics
-from clustersim.partition.core import CommParams, PartitionContext, clusters_of, relabel
+from clustersim.partition.core import (
+    CommParams,
+    PartitionContext,
+    PartitionTask,
+    clusters_of,
+    relabel,
+)
 from clustersim.partition.hi import min_cut_tree_partition
 from clustersim.partition.methods import run_partition
 from clustersim.partition.pilot import pilot_buses, raw_pilot_index
@@ -194,9 +200,7 @@ def test_method_same_seed_same_partition(tree_ctx, method):
 
 
 def test_hi_within_bounds_on_hand_built_context(tree_ctx):
-    labels = hi.partition_hi(
-        tree_ctx, 5, rng=np.random.default_rng(0), min_size=5, max_size=10, **FAST_HI
-    )
+    labels = hi.partition_hi(PartitionTask(tree_ctx, 5, np.random.default_rng(0), 5, 10), **FAST_HI)
     assert_feasible(tree_ctx, labels, 5, 5, 10)
     report = metrics.check_constraints(tree_ctx, labels, min_size=5, max_size=10, k=5)
     assert report["connected"] and report["size_ok"] and report["k_ok"]
@@ -226,9 +230,7 @@ def test_hi_on_a_meshed_graph_stays_feasible():
     g = tree_from_prufer(30, np.random.default_rng(1).integers(0, 30, size=28).tolist())
     g.add_edges_from([(0, 17), (5, 22), (9, 28)])
     ctx = make_context(g, seed=4)
-    labels = hi.partition_hi(
-        ctx, 4, rng=np.random.default_rng(3), min_size=5, max_size=9, **FAST_HI
-    )
+    labels = hi.partition_hi(PartitionTask(ctx, 4, np.random.default_rng(3), 5, 9), **FAST_HI)
     assert_feasible(ctx, labels, 4, 5, 9)
 
 
@@ -249,15 +251,15 @@ def test_hi_connected_within_bounds_whenever_feasible(tree, data):
     if not brute_force_feasible(tree, k, lo, hi_size):
         with pytest.raises(PartitionError):
             hi.partition_hi(
-                ctx, k, rng=np.random.default_rng(seed), min_size=lo, max_size=hi_size, **FAST_HI
+                PartitionTask(ctx, k, np.random.default_rng(seed), lo, hi_size), **FAST_HI
             )
         return
     labels = hi.partition_hi(
-        ctx, k, rng=np.random.default_rng(seed), min_size=lo, max_size=hi_size, **FAST_HI
+        PartitionTask(ctx, k, np.random.default_rng(seed), lo, hi_size), **FAST_HI
     )
     assert_feasible(ctx, labels, k, lo, hi_size)
     again = hi.partition_hi(
-        ctx, k, rng=np.random.default_rng(seed), min_size=lo, max_size=hi_size, **FAST_HI
+        PartitionTask(ctx, k, np.random.default_rng(seed), lo, hi_size), **FAST_HI
     )
     assert np.array_equal(labels, again)  # same seed => same partition
 
@@ -278,7 +280,7 @@ def test_hi_feasible_on_planted_bounds(tree, data):
     seed = data.draw(st.integers(0, 2**16), label="seed")
     ctx = make_context(tree, seed=seed)
     labels = hi.partition_hi(
-        ctx, k, rng=np.random.default_rng(seed), min_size=lo, max_size=hi_size, **FAST_HI
+        PartitionTask(ctx, k, np.random.default_rng(seed), lo, hi_size), **FAST_HI
     )
     assert_feasible(ctx, labels, k, lo, hi_size)
 

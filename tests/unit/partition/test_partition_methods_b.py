@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from clustersim.errors import PartitionError
 from clustersim.partition import evolutionary as ev
 from clustersim.partition import som
-from clustersim.partition.core import CommParams, PartitionContext, relabel
+from clustersim.partition.core import CommParams, PartitionContext, PartitionTask, relabel
 
 # --------------------------------------------------------------------------------------------
 # a hand-made context
@@ -306,7 +306,7 @@ SMALL: dict[str, tuple[Callable[..., np.ndarray], dict[str, object]]] = {
 def test_method_labels_every_node_with_k_clusters(name: str, ctx: PartitionContext) -> None:
     fn, opts = SMALL[name]
     k, lo, hi = 4, 3, 6
-    labels = np.asarray(fn(ctx, k, rng=np.random.default_rng(7), min_size=lo, max_size=hi, **opts))
+    labels = np.asarray(fn(PartitionTask(ctx, k, np.random.default_rng(7), lo, hi), **opts))
     assert labels.shape == (ctx.n,)
     assert np.issubdtype(labels.dtype, np.integer)
     assert len(np.unique(labels)) == k  # every method here guarantees exactly k clusters
@@ -323,7 +323,7 @@ def test_method_same_seed_same_labels(name: str, ctx: PartitionContext) -> None:
 
     def run(seed: int) -> np.ndarray:
         rng = np.random.default_rng(seed)
-        return np.asarray(fn(ctx, 3, rng=rng, min_size=2, max_size=12, **opts))
+        return np.asarray(fn(PartitionTask(ctx, 3, rng, 2, 12), **opts))
 
     first = run(11)
     assert np.array_equal(first, run(11))
@@ -335,14 +335,12 @@ def test_method_same_seed_same_labels(name: str, ctx: PartitionContext) -> None:
 def test_evolutionary_trivial_k_and_bad_options(ctx: PartitionContext) -> None:
     rng = np.random.default_rng(0)
     for fn in (ev.nsga3_cut, ev.ga_rho, ev.ga_sa):
-        assert np.all(fn(ctx, 1, rng=rng, min_size=1, max_size=ctx.n) == 0)
-        assert sorted(fn(ctx, ctx.n, rng=rng, min_size=1, max_size=1).tolist()) == list(
-            range(ctx.n)
-        )
+        assert np.all(fn(PartitionTask(ctx, 1, rng, 1, ctx.n)) == 0)
+        assert sorted(fn(PartitionTask(ctx, ctx.n, rng, 1, 1)).tolist()) == list(range(ctx.n))
     with pytest.raises(PartitionError):
-        ev.nsga3_cut(ctx, 3, rng=rng, min_size=1, max_size=18, weights=(1.0, 0.0))
+        ev.nsga3_cut(PartitionTask(ctx, 3, rng, 1, 18), weights=(1.0, 0.0))
     with pytest.raises(PartitionError):
-        ev.ga_rho(ctx, 3, rng=rng, min_size=1, max_size=18, pop_size=1)
+        ev.ga_rho(PartitionTask(ctx, 3, rng, 1, 18), pop_size=1)
 
 
 def test_nsga3_compromise_follows_the_weights(ctx: PartitionContext) -> None:
