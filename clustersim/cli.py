@@ -10,6 +10,7 @@ import, which ``clustersim --help`` and the commands that do not need them shoul
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import sys
@@ -246,7 +247,7 @@ def partition_compare(
     max_size: Annotated[int | None, typer.Option("--max-size")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
 ) -> None:
-    """Run every partition method and print the side-by-side table (S0 Tables 1-2)."""
+    """Run every partition method and print the side-by-side table ([EVEC] Tables 1-2)."""
     from clustersim.partition.methods import method_names, run_partition
     from clustersim.results.partition import partition_doc
 
@@ -396,8 +397,6 @@ def agent(
     ] = None,
 ) -> None:
     """Run one agent of a scenario against a broker until the plant ends the run."""
-    import asyncio
-
     from clustersim.cosim.run import serve_agent
     from clustersim.scenario import load_scenario
 

@@ -560,7 +560,7 @@ def _snapshots(
         v_t, ok = distance.newton_raphson(ybus, sbus, v, pv, pq)
         if ok:
             v = v_t
-            out.append(distance.sensitivities(ybus, v, pv, pq)[0][sub])
+            out.append(distance.OperatingPoint(ybus, v, pv, pq).sensitivities()[0][sub])
         else:
             failed.append(int(t))
             out.append(out[-1] if out else s_qv_base)

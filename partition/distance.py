@@ -25,14 +25,14 @@ load, p.u. on ``net.sn_mva``), the unknowns are ``[Δθ; Δ|V|]`` — voltage *m
 ``net._ppc["internal"]["J"]`` holds this matrix as evaluated at the *last iterate before* the
 final voltage update, so it lags the solution by one Newton step; we rebuild it at the converged
 voltage from ``net._ppc["internal"]["Ybus"]`` and ``["V"]`` with the same formulas
-(:func:`jacobian_blocks`). Eliminating one half of the unknowns:
+(:meth:`OperatingPoint.jacobian_blocks`). Eliminating one half of the unknowns:
 
 - Q–V (ΔP = 0): ``Δθ = −H⁻¹ N Δ|V|`` gives ``ΔQ = (L − M H⁻¹ N) Δ|V|``, so
   ``∂|V|/∂Q = (L − M H⁻¹ N)⁻¹`` (``ΔU = (L − M H⁻¹ N)⁻¹ ΔQ`` of [CVC]);
 - P–V (ΔQ = 0): ``Δθ = −M⁻¹ L Δ|V|`` gives ``ΔP = (N − H M⁻¹ L) Δ|V|``, so
   ``∂|V|/∂P = (N − H M⁻¹ L)⁻¹`` (when there are no PV buses, so that M is square).
 
-Both are the lower blocks of ``J⁻¹`` (block inversion), which is how :func:`sensitivities`
+Both are the lower blocks of ``J⁻¹`` (block inversion), which is how :meth:`OperatingPoint.sensitivities`
 computes them: it needs no inverse of H or M and also covers PV buses. The matrices are in
 p.u./p.u. on the system base: ``∂|V_i|[p.u.] / ∂Q_j[Mvar] = S_ij / net.sn_mva``.
 Rows and columns of the slack (and of PV buses, whose |V| is held) are 0. With voltage-dependent
@@ -52,6 +52,7 @@ downstream of j on feeders without transformers, but up to 1.08 behind off-nomin
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -65,10 +66,10 @@ from scipy.spatial.distance import cdist
 from clustersim.errors import PowerFlowError
 
 __all__ = [
+    "OperatingPoint",
     "attenuation",
     "b_matrix_reactance",
     "electrical_distance",
-    "jacobian_blocks",
     "net_b_matrix_reactance",
     "net_sensitivities",
     "newton_raphson",
@@ -76,7 +77,6 @@ __all__ = [
     "s1_alpha",
     "s1_distance",
     "s2_coupling",
-    "sensitivities",
     "time_varying_distance",
 ]
 
@@ -160,34 +160,6 @@ class _JacobianPattern:
         return sp.csc_matrix((vals, (self.rows, self.cols)), shape=(self.dim, self.dim))
 
 
-def jacobian_blocks(
-    ybus: Any,
-    v: np.ndarray,
-    pvpq: Sequence[int] | np.ndarray,
-    pq: Sequence[int] | np.ndarray,
-    *,
-    dsload_dvm: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Blocks ``(H, N, M, L)`` (dense) of the polar Newton–Raphson Jacobian at the voltage ``v``.
-
-    ``ybus`` (nb, nb) complex bus admittance matrix in p.u., ``v`` (nb,) complex bus voltages in
-    p.u., ``pvpq``/``pq`` bus indices (pandapower's ``r_[pv, pq]`` and ``pq``). ``H = ∂P/∂θ``
-    (pvpq × pvpq), ``N = ∂P/∂|V|`` (pvpq × pq), ``M = ∂Q/∂θ`` (pq × pvpq), ``L = ∂Q/∂|V|``
-    (pq × pq), p.u. power per rad and per p.u. voltage magnitude (module docstring).
-
-    ``dsload_dvm`` (nb,) complex: ``∂S_load/∂|V|`` of voltage-dependent (ZIP) loads in p.u.; the
-    mismatch is ``S(V) − S_bus(|V|)``, so it adds to the diagonal of ``∂S/∂|V|``.
-    """
-    pvpq = np.asarray(pvpq, dtype=int)
-    pq = np.asarray(pq, dtype=int)
-    npv = len(pvpq) - len(pq)
-    if npv < 0 or not np.array_equal(pvpq[npv:], pq):
-        raise ValueError("pvpq must be r_[pv, pq]")
-    jac = _JacobianPattern(ybus, pvpq[:npv], pq).matrix(v, dsload_dvm).toarray()
-    k = len(pvpq)
-    return jac[:k, :k], jac[:k, k:], jac[k:, :k], jac[k:, k:]
-
-
 def newton_raphson(
     ybus: Any,
     sbus: np.ndarray,
@@ -227,42 +199,60 @@ def newton_raphson(
     return v, False
 
 
-def sensitivities(
-    ybus: Any,
-    v: np.ndarray,
-    pv: Sequence[int] | np.ndarray,
-    pq: Sequence[int] | np.ndarray,
-    *,
-    dsload_dvm: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Q–V and P–V sensitivity matrices ``(S_QV, S_PV)`` over all nb buses, p.u./p.u.
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A solved power flow in pandapower's internal form: ``ybus`` (nb, nb) complex bus
+    admittance matrix in p.u., ``v`` (nb,) complex bus voltages in p.u., the ``pv`` and ``pq`` bus
+    indices, and ``dsload_dvm`` (nb,) complex, ``∂S_load/∂|V|`` of voltage-dependent (ZIP) loads in
+    p.u. (``None``: constant-power loads); the mismatch is ``S(V) − S_bus(|V|)``, so it adds to the
+    diagonal of ``∂S/∂|V|``."""
 
-    ``S_QV[i, j] = ∂|V_i|/∂Q_j`` with P held ([CVC]: ``(L − M H⁻¹ N)⁻¹``) and
-    ``S_PV[i, j] = ∂|V_i|/∂P_j`` with Q held (``(N − H M⁻¹ L)⁻¹``), Q and P the injections
-    (generation positive), both read off the lower rows of ``J⁻¹`` (module docstring), computed
-    as ``(J⁻¹)[k:, :] = (solve(Jᵀ, E[:, k:]))ᵀ`` with a sparse LU of ``Jᵀ``. Rows of the slack
-    and PV buses are 0 (|V| held), and so are the columns of the slack (its injection is whatever
-    balances the network) and the Q columns of PV buses (absorbed by their generator).
-    """
-    pv = np.asarray(pv, dtype=int)
-    pq = np.asarray(pq, dtype=int)
-    pvpq = np.r_[pv, pq]
-    nb = len(np.asarray(v))
-    s_qv = np.zeros((nb, nb))
-    s_pv = np.zeros((nb, nb))
-    if len(pq) == 0:
+    ybus: Any
+    v: np.ndarray
+    pv: np.ndarray
+    pq: np.ndarray
+    dsload_dvm: np.ndarray | None = None
+
+    def jacobian_blocks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Blocks ``(H, N, M, L)`` (dense) of the polar Newton–Raphson Jacobian at ``v``, rows and
+        columns in pandapower's order ``r_[pv, pq]``: ``H = ∂P/∂θ`` (pvpq × pvpq), ``N = ∂P/∂|V|``
+        (pvpq × pq), ``M = ∂Q/∂θ`` (pq × pvpq), ``L = ∂Q/∂|V|`` (pq × pq), p.u. power per rad and
+        per p.u. voltage magnitude (module docstring)."""
+        pv, pq = np.asarray(self.pv, dtype=int), np.asarray(self.pq, dtype=int)
+        jac = _JacobianPattern(self.ybus, pv, pq).matrix(self.v, self.dsload_dvm).toarray()
+        k = len(pv) + len(pq)
+        return jac[:k, :k], jac[:k, k:], jac[k:, :k], jac[k:, k:]
+
+    def sensitivities(self) -> tuple[np.ndarray, np.ndarray]:
+        """Q–V and P–V sensitivity matrices ``(S_QV, S_PV)`` over all nb buses, p.u./p.u.
+
+        ``S_QV[i, j] = ∂|V_i|/∂Q_j`` with P held ([CVC]: ``(L − M H⁻¹ N)⁻¹``) and
+        ``S_PV[i, j] = ∂|V_i|/∂P_j`` with Q held (``(N − H M⁻¹ L)⁻¹``), Q and P the injections
+        (generation positive), both read off the lower rows of ``J⁻¹`` (module docstring), computed
+        as ``(J⁻¹)[k:, :] = (solve(Jᵀ, E[:, k:]))ᵀ`` with a sparse LU of ``Jᵀ``. Rows of the slack
+        and PV buses are 0 (|V| held), and so are the columns of the slack (its injection is whatever
+        balances the network) and the Q columns of PV buses (absorbed by their generator).
+        """
+        v, dsload_dvm, ybus = self.v, self.dsload_dvm, self.ybus
+        pv = np.asarray(self.pv, dtype=int)
+        pq = np.asarray(self.pq, dtype=int)
+        pvpq = np.r_[pv, pq]
+        nb = len(np.asarray(v))
+        s_qv = np.zeros((nb, nb))
+        s_pv = np.zeros((nb, nb))
+        if len(pq) == 0:
+            return s_qv, s_pv
+        jac = _JacobianPattern(ybus, pv, pq).matrix(v, dsload_dvm)
+        k = len(pvpq)
+        rhs = np.zeros((k + len(pq), len(pq)))
+        rhs[k:, :] = np.eye(len(pq))
+        try:
+            rows = splu(sp.csc_matrix(jac.T)).solve(rhs).T  # (J⁻¹)[k:, :]
+        except RuntimeError as exc:
+            raise PowerFlowError("singular power flow Jacobian: no sensitivities") from exc
+        s_pv[np.ix_(pq, pvpq)] = rows[:, :k]
+        s_qv[np.ix_(pq, pq)] = rows[:, k:]
         return s_qv, s_pv
-    jac = _JacobianPattern(ybus, pv, pq).matrix(v, dsload_dvm)
-    k = len(pvpq)
-    rhs = np.zeros((k + len(pq), len(pq)))
-    rhs[k:, :] = np.eye(len(pq))
-    try:
-        rows = splu(sp.csc_matrix(jac.T)).solve(rhs).T  # (J⁻¹)[k:, :]
-    except RuntimeError as exc:
-        raise PowerFlowError("singular power flow Jacobian: no sensitivities") from exc
-    s_pv[np.ix_(pq, pvpq)] = rows[:, :k]
-    s_qv[np.ix_(pq, pq)] = rows[:, k:]
-    return s_qv, s_pv
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,17 +303,17 @@ def net_sensitivities(net: Any, buses: Sequence[int]) -> tuple[np.ndarray, np.nd
     ``net._ppc["internal"]`` (``Ybus``, ``V``, ``pv``, ``pq``) and ``net._pd2ppc_lookups["bus"]``;
     the matrices are computed over every internal bus (auxiliary buses of open line switches
     included) and then restricted to the nodes. p.u./p.u. on ``net.sn_mva`` (see
-    :func:`sensitivities`); 0 rows and columns at the slack.
+    :meth:`OperatingPoint.sensitivities`); 0 rows and columns at the slack.
     """
     internal = _converged_internal(net)
     idx = ppc_index(net, buses)
-    s_qv, s_pv = sensitivities(
+    s_qv, s_pv = OperatingPoint(
         internal["Ybus"],
         internal["V"],
         internal["pv"],
         internal["pq"],
         dsload_dvm=_dsload_dvm(net, internal),
-    )
+    ).sensitivities()
     sub = np.ix_(idx, idx)
     return s_qv[sub], s_pv[sub]
 

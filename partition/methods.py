@@ -27,18 +27,14 @@ from clustersim.partition.core import Partition, PartitionContext, PartitionTask
 
 __all__ = ["METHODS", "method_names", "run_partition"]
 
-# name -> (module, function, one-line description); a description's S0..S4 label names the source
-# paper of the method ([EVEC], [NSGA3PART], [CVC], [ZONAL], [TCSOM] in REFERENCES.md)
+# name -> (module, function, one-line description); a description's key names the method's
+# source paper (REFERENCES.md)
 METHODS: dict[str, tuple[str, str, str]] = {
-    "hi": ("hi", "partition_hi", "S0: VMCS initial nodes + CCE-SAO expansion and annealing on tau"),
-    "nsga3-cut": (
-        "evolutionary",
-        "nsga3_cut",
-        "S1: NSGA-III on branch cuts (f1, f2, f3), fuzzy compromise",
-    ),
-    "ga-rho": ("evolutionary", "ga_rho", "S2: GA on the comprehensive index rho"),
-    "ga-sa": ("evolutionary", "ga_sa", "S3: hybrid GA with simulated-annealing acceptance"),
-    "tc-som": ("som", "tc_som", "S4: two-stage SOM (coupling, then ramp/correlation/load factor)"),
+    "hi": ("hi", "partition_hi", "[EVEC]: VMCS initial nodes, CCE-SAO expansion on tau"),
+    "nsga3-cut": ("evolutionary", "nsga3_cut", "[NSGA3PART]: NSGA-III on branch cuts (f1-f3)"),
+    "ga-rho": ("evolutionary", "ga_rho", "[CVC]: GA on the comprehensive index rho"),
+    "ga-sa": ("evolutionary", "ga_sa", "[ZONAL]: hybrid GA with simulated-annealing acceptance"),
+    "tc-som": ("som", "tc_som", "[TCSOM]: two-stage SOM (coupling, then ramp/correlation)"),
     "kmeans": ("baselines", "kmeans", "baseline: K-means on an electrical-distance embedding"),
     "kmedoids": ("baselines", "kmedoids", "baseline: K-medoids on the electrical-distance matrix"),
     "spectral": ("baselines", "spectral", "baseline: spectral clustering on electrical coupling"),

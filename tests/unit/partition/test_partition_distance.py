@@ -124,14 +124,14 @@ def test_jacobian_convention_and_schur_forms(ieee33):
     net, _, _, _ = ieee33
     it = net._ppc["internal"]
     pv, pq = it["pv"], it["pq"]
-    pvpq = np.r_[pv, pq]
-    h, n, m, lq = D.jacobian_blocks(it["Ybus"], it["V"], pvpq, pq)
+    point = D.OperatingPoint(it["Ybus"], it["V"], pv, pq)
+    h, n, m, lq = point.jacobian_blocks()
     jac = np.block([[h, n], [m, lq]])
     # pandapower's stored J: same layout and convention, evaluated one Newton step earlier
     stored = it["J"].toarray()
     assert np.abs(jac - stored).max() <= 1e-6 * np.abs(stored).max()
-    s_qv, s_pv = D.sensitivities(it["Ybus"], it["V"], pv, pq)
-    schur_q = np.linalg.inv(lq - m @ np.linalg.solve(h, n))  # S2: (L − M H⁻¹ N)⁻¹
+    s_qv, s_pv = point.sensitivities()
+    schur_q = np.linalg.inv(lq - m @ np.linalg.solve(h, n))  # [CVC]: (L − M H⁻¹ N)⁻¹
     schur_p = np.linalg.inv(n - h @ np.linalg.solve(m, lq))  # (N − H M⁻¹ L)⁻¹
     assert np.allclose(s_qv[np.ix_(pq, pq)], schur_q, rtol=1e-9, atol=1e-12)
     assert np.allclose(s_pv[np.ix_(pq, pq)], schur_p, rtol=1e-9, atol=1e-12)
@@ -247,7 +247,7 @@ def test_distance_matrices_properties(ctx33):
     assert np.array_equal(a, a.T) and a.min() == 0.0
     d = ctx33.d_s1
     assert np.array_equal(d, d.T) and np.all(np.diag(d) == 0) and np.all(d >= 0)
-    # S1 on a feeder without taps: α = 1 downstream, < 1 elsewhere, so every d_ij >= 0
+    # [NSGA3PART] on a feeder without taps: α = 1 downstream, < 1 elsewhere, so every d_ij >= 0
     x = ctx33.extra["x_b_pu"]
     net, buses = _solved("ieee33")
     desc = _descendants(net, buses)

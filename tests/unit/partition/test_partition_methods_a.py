@@ -1,7 +1,7 @@
-"""Partition methods, part A: HI (S0), the baselines and the pilot buses.
+"""Partition methods, part A: HI ([EVEC]), the baselines and the pilot buses.
 
 Hand-built contexts from random trees (every field of PartitionContext filled with physically
-shaped values: radial Q–V/P–V sensitivities from path reactances, S1/S2/S0 distances derived from
+shaped values: radial Q–V/P–V sensitivities from path reactances, [NSGA3PART]/[CVC]/[EVEC] distances derived from
 them) so the methods are tested before and independently of ``build_context``; the built-in
 cases are used when ``clustersim.partition.context`` is importable.
 """
@@ -35,8 +35,8 @@ def make_context(graph: nx.Graph, seed: int = 0, *, t: int = 8, t_e: int = 4) ->
     """A PartitionContext for ``graph`` (nodes 0..n-1, node 0 the slack), every field filled.
 
     Lines get random lengths; ``∂V/∂Q`` is the reactance shared by the root paths of the two
-    nodes (plus a source reactance), as on a radial feeder; the S2 coupling, the S1 distance and
-    the S0 snapshots are derived from it the way their papers do, with snapshot noise.
+    nodes (plus a source reactance), as on a radial feeder; the [CVC] coupling, the [NSGA3PART] distance
+    and the [EVEC] snapshots are derived from it the way their papers do, with snapshot noise.
     """
     rng = np.random.default_rng(seed)
     n = graph.number_of_nodes()
@@ -324,7 +324,7 @@ def test_pilot_bus_lies_in_its_cluster(tree, data):
     assert len(pilots) == len(distinct)
     for c, p in zip(distinct, pilots, strict=True):
         assert labels[p] == c
-    # I^D is the per-node share of S2's C_dis: its cluster means average to the metric
+    # I^D is the per-node share of [CVC]'s C_dis: its cluster means average to the metric
     _, id_raw = raw_pilot_index(ctx, labels)
     per_cluster = [id_raw[labels == c].mean() for c in distinct]
     assert np.mean(per_cluster) == pytest.approx(metrics.s2_comm_distance(ctx, labels), rel=1e-9)

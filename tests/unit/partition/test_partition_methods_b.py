@@ -1,4 +1,4 @@
-"""Partition methods S1–S4: NSGA-III branch cuts, GA on ρ, hybrid GA–SA, two-stage SOM.
+"""Partition methods [NSGA3PART], [CVC], [ZONAL], [TCSOM]: NSGA-III branch cuts, GA on ρ, hybrid GA–SA, two-stage SOM.
 
 Hand-made contexts (a fixture factory filling every field) keep most tests independent of the
 case builder; one test runs every method on the built-in ieee33 case through ``run_partition``.
@@ -239,8 +239,8 @@ def test_operators_keep_the_cut_count() -> None:
 
 
 def test_s1_peak_shift_feeding_f3_on_a_tiny_profile(ctx: PartitionContext) -> None:
-    """S1's f3 reads the peak-shifted load: half of each peak step's load moves, evenly, to the
-    valley steps, node energy conserved (the helpers live in metrics; checked here as S1 uses
+    """[NSGA3PART]'s f3 reads the peak-shifted load: half of each peak step's load moves, evenly, to the
+    valley steps, node energy conserved (the helpers live in metrics; checked here as [NSGA3PART] uses
     them)."""
     from clustersim.partition import metrics
 
