@@ -38,6 +38,7 @@ counts every rejection by reason, logs it and returns ``None``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -592,6 +593,10 @@ AclRule = str | tuple[str, str]
 """A sender glob (``"plant"``, ``"C*"``) or a ``(src_glob, dst_glob)`` pair."""
 
 
+DUPLICATE: Final = "duplicate"
+"""the verdict on a byte-identical repeat of an accepted message (dropped, not refused)"""
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What :meth:`Inbox.check` decided: the envelope, or the reason and a one-line detail."""
@@ -604,6 +609,11 @@ class Verdict:
     def ok(self) -> bool:
         """Whether the message was accepted."""
         return self.envelope is not None
+
+    @property
+    def duplicate(self) -> bool:
+        """Whether the message repeats one already accepted, byte for byte (a redelivery)."""
+        return self.reason == DUPLICATE
 
 
 class Inbox:
@@ -626,10 +636,12 @@ class Inbox:
     otherwise valid envelope (the plant's physical-range check): it returns ``None`` to accept or
     a short reason to refuse; a ``MessageError`` it raises counts as reason ``range``.
 
-    ``seen`` keeps every ``(src, seq)`` accepted per kind; a repeat is refused as ``replay``
-    (also the fate of a QoS 1 redelivery, which is what makes delivery exactly-once). A refused
-    message does not use up its ``seq``. ``rejected`` counts refusals by reason, ``accepted``
-    the messages let through.
+    ``seen`` keeps every ``(src, seq)`` accepted per kind with a digest of its payload. A repeat
+    with the same payload is a redelivery (MQTT QoS 1 delivers at least once; a node re-sends its
+    window after a reconnect): it is dropped and counted in ``duplicates``, not refused, so that
+    what the broker's connections did never shows among the refusals. A repeat with another
+    payload is refused as ``replay``. A refused message does not use up its ``seq``.
+    ``rejected`` counts refusals by reason, ``accepted`` the messages let through.
     """
 
     def __init__(
@@ -648,9 +660,10 @@ class Inbox:
         self.run_id = run_id
         self.me = me
         self._check = check
-        self.seen: dict[tuple[str, str], set[int]] = {}
+        self.seen: dict[tuple[str, str], dict[int, bytes]] = {}
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
+        self.duplicates = 0
 
     def allowed(self, kind: str, src: str, dst: str) -> bool:
         """Whether the ACL lets ``src`` send ``kind`` messages to ``dst``."""
@@ -669,7 +682,11 @@ class Inbox:
         if not self.allowed(env.kind, env.src, env.dst):
             return self._refuse("acl", f"{env.src!r} may not send {env.kind} to {env.dst!r}", topic)
         key = (env.kind, env.src)
-        seen = self.seen.setdefault(key, set())
+        seen = self.seen.setdefault(key, {})
+        digest = hashlib.blake2b(payload, digest_size=16).digest()
+        if seen.get(env.seq) == digest:
+            self.duplicates += 1
+            return Verdict(None, DUPLICATE, f"{env.kind} seq {env.seq} from {env.src!r} again")
         if env.seq in seen:
             return self._refuse("replay", f"{env.kind} seq {env.seq} from {env.src!r} seen", topic)
         if self._check is not None:
@@ -680,7 +697,7 @@ class Inbox:
                 reason, detail = "range", str(e)
             if reason:
                 return self._refuse(reason, detail, topic)
-        seen.add(env.seq)
+        seen[env.seq] = digest
         self.accepted += 1
         return Verdict(env)
 

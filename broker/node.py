@@ -13,8 +13,9 @@ It owns what every node of the virtual-time protocol does alike:
 - **reconnects**: after its own transport reconnects, a node re-announces itself with a
   ``status`` message (``online``, reason ``reconnected``); a node that sees such an announcement
   sends its window again. A message the broker had accepted but not delivered when it died is
-  so sent again once everyone is back; the receiver's replay guard drops the copies that did
-  arrive (they are counted under ``replay``).
+  so sent again once everyone is back; the receiver's guard drops the copies that did arrive
+  (byte-identical: counted as duplicates, not refused). A reconnect is a transport event
+  (``transport_events`` in ``summary.json``), not a fault of the simulation.
 """
 
 from __future__ import annotations
@@ -122,6 +123,10 @@ class Node:
         self.faults: list[Fault] = []
         self.remote_faults: list[dict[str, Any]] = []
         """faults other nodes reported with ``log`` messages of level warning or error"""
+        self.transport_events: list[Fault] = []
+        """this node's transport events (reconnects): they depend on the broker, not the run"""
+        self.remote_events: list[dict[str, Any]] = []
+        """transport events other nodes reported with ``log`` messages of level info"""
         self.sent: Counter[str] = Counter()
         self.bytes_sent = 0
         self._started = False
@@ -160,9 +165,21 @@ class Node:
                 body={"level": "warning", "message": f"{kind}: {detail}"[:2000]},
             )
 
+    async def event(self, kind: str, detail: str, step: int | None = None) -> None:
+        """Record an event of the transport (not of the simulation: it depends on the broker's
+        wall-clock behaviour) and tell the others (a ``log`` message of level info)."""
+        self.transport_events.append(Fault(self.me, kind, detail, step))
+        if self._started:
+            await self.send(
+                "log",
+                BROADCAST,
+                step=step or 0,
+                body={"level": "info", "message": f"{kind}: {detail}"[:2000]},
+            )
+
     async def _reconnected(self) -> None:
         await self.status("online", "reconnected")
-        await self.fault("reconnected", "broker connection lost and re-established")
+        await self.event("reconnected", "broker connection lost and re-established")
         await self._resend()
 
     async def _resend(self) -> None:
@@ -214,15 +231,10 @@ class Node:
         topic, payload = got
         verdict = self.inbox.check(topic, payload)
         env = verdict.envelope
+        if verdict.duplicate:  # a redelivery of what was already taken: nothing new
+            return True
         if env is None:
-            entry: dict[str, Any] = {"reason": verdict.reason, "bytes": len(payload)}
-            try:
-                _, kind, src, dst = parse_topic(topic)
-                entry.update(kind=kind, src=src, dst=dst)
-            except EnvelopeError:
-                pass
-            entry.update(_lenient_header(payload))
-            self.refused.append(entry)
+            self._refused(topic, payload, verdict.reason)
             return True
         if isinstance(env, StatusMsg):
             self.statuses.append(env)
@@ -232,10 +244,7 @@ class Node:
             await self.on_clock(env)
             return True
         if isinstance(env, LogMsg):
-            if env.src != self.me and env.body.level in ("warning", "error"):
-                self.remote_faults.append(
-                    {"node": env.src, "step": env.step, "message": env.body.message}
-                )
+            self._remote_log(env)
             return True
         key = (env.kind, env.src, env.step, env.round)
         if key in self._filed or key in self._taken:
@@ -243,6 +252,29 @@ class Node:
             return True
         self._filed[key] = (env, len(payload))
         return True
+
+    def _refused(self, topic: str, payload: bytes, reason: str | None) -> None:
+        """Keep what can be read of a refused message (its topic's kind, sender and receiver,
+        the header fields the payload had) for ``messages.parquet``."""
+        entry: dict[str, Any] = {"reason": reason, "bytes": len(payload)}
+        try:
+            _, kind, src, dst = parse_topic(topic)
+            entry.update(kind=kind, src=src, dst=dst)
+        except EnvelopeError:
+            pass
+        entry.update(_lenient_header(payload))
+        self.refused.append(entry)
+
+    def _remote_log(self, env: LogMsg) -> None:
+        """Another node's log line: warnings and errors are its faults, info lines its
+        transport events."""
+        if env.src == self.me:
+            return
+        entry = {"node": env.src, "step": env.step, "message": env.body.message}
+        if env.body.level in ("warning", "error"):
+            self.remote_faults.append(entry)
+        elif env.body.level == "info":
+            self.remote_events.append(entry)
 
     async def on_status(self, env: StatusMsg) -> None:
         """A peer's status: re-send the window to a peer that has just reconnected."""

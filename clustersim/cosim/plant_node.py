@@ -462,6 +462,12 @@ def comm_summary(node: PlantNode) -> dict[str, Any]:
         "coordination_rounds_mean": round(float(np.mean(rounds)), 3) if rounds else 0.0,
         "boundary_mismatch_pu": mismatch,
         "faults": faults,
+        "messages_duplicate": int(node.inbox.duplicates),
+        "transport_events": [e.as_dict() for e in node.transport_events]
+        + [
+            {"node": e["node"], "kind": "remote", "detail": e["message"], "step": e["step"]}
+            for e in node.remote_events
+        ],
     }
 
 

@@ -53,9 +53,12 @@ WALL_CLOCK_KEYS = (
     "control_critical_path_s",
     "run_loop_wall_time_s",
     "wall_time_s",
+    "messages_duplicate",
+    "transport_events",
 )
-"""summary.json keys measured on the wall clock: the only ones that differ between two runs of
-the same scenario and seed"""
+"""summary.json keys that depend on the wall clock: times measured on it, and what the broker's
+connections did (redelivered messages, reconnects); the only keys that differ between two runs
+of the same scenario and seed"""
 
 HEADLINE_KPIS: dict[str, str] = {
     "voltage_violation_bus_hours": "violation bus·h",

@@ -373,8 +373,11 @@ def test_inbox_accepts_and_rejects_by_reason():
     plant = Inbox(ACL, run_id=RUN, me="plant")
     t, payload = wire("setpoint", seq=1)
     assert plant.accept(t, payload) is not None
-    # replayed seq (also a QoS 1 redelivery)
-    assert plant.accept(t, payload) is None
+    # a byte-identical repeat is a redelivery: dropped, counted apart, not refused
+    again = plant.check(t, payload)
+    assert again.envelope is None and again.duplicate and plant.duplicates == 1
+    # the same seq with another payload is a replay
+    assert plant.accept(t, edit(payload, t_send_s=99.0)) is None
     # malformed JSON, wrong schema, NaN
     assert plant.accept(t, payload[:-5]) is None
     assert plant.accept(t, edit(payload, seq=...)) is None
@@ -428,7 +431,7 @@ def test_replay_is_per_kind_and_sender():
     assert inbox.accept(t, p) is not None
     t2, p2 = wire("boundary", seq=9, src="C2", dst="C1")
     assert inbox.accept(t2, p2) is not None
-    assert inbox.accept(t2, p2) is None
+    assert inbox.accept(t2, edit(p2, t_send_s=99.0)) is None
     assert inbox.rejected == {"replay": 1} and inbox.accepted == 4
 
 
@@ -447,8 +450,9 @@ def test_check_hook_and_refused_seq_is_not_used_up():
     good = make("setpoint", seq=7)
     assert inbox.accept(good.topic, encode(good)) == good
     assert inbox.rejected == {"range": 1, "empty": 1}
-    verdict = inbox.check(good.topic, encode(good))
+    verdict = inbox.check(good.topic, encode(make("setpoint", seq=7, t_send_s=99.0)))
     assert not verdict.ok and verdict.reason == "replay" and "seq 7" in verdict.detail
+    assert inbox.check(good.topic, encode(good)).duplicate  # the same bytes again
 
 
 def test_rejections_are_logged_once_loudly_and_sanitized(caplog):
