@@ -65,6 +65,7 @@ from clustersim.errors import MessageError
 __all__ = [
     "BROADCAST",
     "KINDS",
+    "MAX_DEPTH",
     "MAX_PAYLOAD_BYTES",
     "MAX_SEQ",
     "PREFIX",
@@ -104,6 +105,10 @@ MAX_PAYLOAD_BYTES = 1 << 20
 """Payloads above this size are refused before parsing (1 MiB)."""
 MAX_SEQ = 2**31 - 1
 """Largest ``seq`` (and ``step``, ``round``) an envelope may carry."""
+MAX_DEPTH = 12
+"""Deepest nesting of JSON arrays and objects a payload may have (an envelope needs 6: envelope,
+body, decision info, its message records, one record; setpoints: device, quantity); deeper
+payloads are refused before parsing, so no payload can exhaust the parser's recursion."""
 BROADCAST = "all"
 """Reserved ``dst`` of messages meant for every node (clock ticks, status)."""
 
@@ -519,6 +524,55 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def nesting_depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` in JSON ``text``, brackets inside strings not counted
+    (unbalanced text gives its running maximum)."""
+    depth = deepest = 0
+    for m in _BRACKETS.finditer(_STRING.sub("", text)):
+        depth += 1 if m.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def loads_bounded(payload: bytes | bytearray | memoryview, *, topic: str | None = None) -> Any:
+    """Parse a payload's JSON within the limits: at most :data:`MAX_PAYLOAD_BYTES`, UTF-8, at
+    most :data:`MAX_DEPTH` levels, no NaN/Infinity, no duplicate keys. Raises
+    :class:`EnvelopeError` (reasons ``too_large``, ``encoding``, ``json``, ``non_finite``)."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise EnvelopeError(
+            f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}",
+            reason="too_large",
+            topic=topic,
+        )
+    try:
+        text = bytes(payload).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise EnvelopeError(
+            f"payload is not UTF-8 (byte {e.start})", reason="encoding", topic=topic
+        ) from None
+    if (depth := nesting_depth(text)) > MAX_DEPTH:
+        raise EnvelopeError(
+            f"malformed JSON: nested {depth} deep, more than {MAX_DEPTH}",
+            reason="json",
+            topic=topic,
+        )
+    try:
+        return json.loads(
+            text, parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicates
+        )
+    except _BadConstant as e:
+        raise EnvelopeError(f"malformed JSON: {e}", reason="non_finite", topic=topic) from None
+    except json.JSONDecodeError as e:
+        raise EnvelopeError(f"malformed JSON: {e}", reason="json", topic=topic) from None
+    except (ValueError, RecursionError) as e:  # duplicate keys, huge integers, deep nesting
+        msg = str(e) if isinstance(e, ValueError) else "nested too deeply"
+        raise EnvelopeError(f"malformed JSON: {msg[:200]}", reason="json", topic=topic) from None
+
+
 def decode(payload: bytes, *, topic: str | None = None) -> Envelope:
     """Parse and validate one payload; with ``topic``, check that it agrees with the envelope.
 
@@ -533,29 +587,7 @@ def decode(payload: bytes, *, topic: str | None = None) -> Envelope:
         raise EnvelopeError(
             f"payload must be bytes, got {type(payload).__name__}", reason="encoding", topic=topic
         )
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise EnvelopeError(
-            f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}",
-            reason="too_large",
-            topic=topic,
-        )
-    try:
-        text = bytes(payload).decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise EnvelopeError(
-            f"payload is not UTF-8 (byte {e.start})", reason="encoding", topic=topic
-        ) from None
-    try:
-        data = json.loads(
-            text, parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicates
-        )
-    except _BadConstant as e:
-        raise EnvelopeError(f"malformed JSON: {e}", reason="non_finite", topic=topic) from None
-    except json.JSONDecodeError as e:
-        raise EnvelopeError(f"malformed JSON: {e}", reason="json", topic=topic) from None
-    except (ValueError, RecursionError) as e:  # duplicate keys, huge integers, deep nesting
-        msg = str(e) if isinstance(e, ValueError) else "nested too deeply"
-        raise EnvelopeError(f"malformed JSON: {msg[:200]}", reason="json", topic=topic) from None
+    data = loads_bounded(payload, topic=topic)
     if not isinstance(data, dict):
         raise EnvelopeError(
             f"payload must be a JSON object, got {type(data).__name__}",

@@ -21,7 +21,6 @@ It owns what every node of the virtual-time protocol does alike:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -44,6 +43,7 @@ from clustersim.broker.envelope import (
     MessageRecord,
     StatusMsg,
     encode,
+    loads_bounded,
     make_envelope,
     parse_topic,
     topic_filter,
@@ -79,8 +79,8 @@ def _lenient_header(payload: bytes) -> dict[str, Any]:
     """``step``, ``round``, ``seq``, ``t_send_s`` of a refused payload, where it has readable
     ones (for its row in ``messages.parquet``); nothing else of it is trusted."""
     try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        doc = loads_bounded(payload)
+    except EnvelopeError:
         return {}
     if not isinstance(doc, dict):
         return {}
