@@ -112,6 +112,10 @@ _BOUNDARY_CHUNK = 1024  # boundary uniforms drawn per SeedSequence
 _STD_NORMAL = NormalDist()
 
 
+MAX_LATENCY_MS = 3_600_000.0
+"""largest mean latency or jitter a link may be given (one hour)"""
+
+
 class _Table(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -120,13 +124,16 @@ class LatencyConfig(_Table):
     """One-way latency of a link; see the module docstring for each distribution."""
 
     dist: Literal["constant", "uniform", "normal", "lognormal", "pareto"] = "lognormal"
-    mean_ms: float = Field(default=50.0, ge=0, allow_inf_nan=False, description="mean latency")
+    mean_ms: float = Field(
+        default=50.0, ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False, description="mean latency"
+    )
     sigma: float = Field(
         default=0.5, ge=0, le=5, allow_inf_nan=False, description="lognormal: std of ln(latency)"
     )
     jitter_ms: float = Field(
         default=0.0,
         ge=0,
+        le=MAX_LATENCY_MS,
         allow_inf_nan=False,
         description="uniform: half-width; normal: standard deviation; pareto: ± uniform jitter",
     )

@@ -31,18 +31,24 @@ __all__ = [
 DEFAULT_SCENARIO = "ieee33-ev-clustered"
 
 
-def _positive(default: Any, description: str) -> Any:
-    """A field that must be above zero."""
-    return Field(default=default, gt=0, description=description)
+def _positive(default: Any, description: str, *, le: float) -> Any:
+    """A finite field above zero and at most ``le``."""
+    return Field(default=default, gt=0, le=le, allow_inf_nan=False, description=description)
 
 
-def _non_negative(default: Any, description: str) -> Any:
-    """A field that must be zero or more."""
-    return Field(default=default, ge=0, description=description)
+def _non_negative(default: Any, description: str, *, le: float) -> Any:
+    """A finite field of zero or more, at most ``le``."""
+    return Field(default=default, ge=0, le=le, allow_inf_nan=False, description=description)
+
+
+DAY_S = 86_400.0
+"""one day in seconds: the upper bound of the time settings of a control interval"""
 
 
 class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """A scenario table: unknown keys refused, numbers finite."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class CaseConfig(_Table):
@@ -76,9 +82,9 @@ class ProfilesConfig(_Table):
 
 class PartitionConfig(_Table):
     method: str = "hi"
-    clusters: int = Field(default=5, ge=1)
-    min_size: int = Field(default=3, ge=1)
-    max_size: int = Field(default=10, ge=1)
+    clusters: int = Field(default=5, ge=1, le=10_000)
+    min_size: int = Field(default=3, ge=1, le=100_000)
+    max_size: int = Field(default=10, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _sizes(self) -> PartitionConfig:
@@ -89,11 +95,15 @@ class PartitionConfig(_Table):
 
 class ControlConfig(_Table):
     mode: Mode = "none"
-    interval_s: int = _positive(900, "control interval")
+    interval_s: int = _positive(900, "control interval", le=DAY_S)
     optimizer: Literal["nsga2", "nsga3", "moead"] = "nsga2"
-    pop_size: int = Field(default=40, ge=4, description="population per problem")
-    generations: int = Field(default=40, ge=1, description="generations per problem, at most")
-    patience: int = _non_negative(8, "stop after this many generations without progress; 0: off")
+    pop_size: int = Field(default=40, ge=4, le=10_000, description="population per problem")
+    generations: int = Field(
+        default=40, ge=1, le=100_000, description="generations per problem, at most"
+    )
+    patience: int = _non_negative(
+        8, "stop after this many generations without progress; 0: off", le=100_000
+    )
     warm_start: bool = Field(
         default=True, description="seed with the setpoints in force and the previous choice"
     )
@@ -112,25 +122,28 @@ class ControlConfig(_Table):
         description="adaptive correction: share of the last measured-minus-modelled voltage "
         "added to the predictions; 0: off",
     )
-    tap_operation_cost: float = _non_negative(1.0, "currency per tap step")
-    capacitor_switching_cost: float = _non_negative(0.5, "currency per switch")
-    storage_cost_per_mwh: float = _non_negative(5.0, "storage wear")
+    tap_operation_cost: float = _non_negative(1.0, "currency per tap step", le=1e9)
+    capacitor_switching_cost: float = _non_negative(0.5, "currency per switch", le=1e9)
+    storage_cost_per_mwh: float = _non_negative(5.0, "storage wear", le=1e9)
     coordination_rounds: int = _non_negative(
-        2, "boundary exchanges with neighbouring clusters per interval"
+        2, "boundary exchanges with neighbouring clusters per interval", le=100
     )
     round_generations: int = Field(
         default=5,
         ge=1,
+        le=100_000,
         description="generations of a re-optimization in a coordination round (warm-started)",
     )
-    deadline_s: float = _positive(60.0, "simulated time after the interval start for rounds")
+    deadline_s: float = _positive(
+        60.0, "simulated time after the interval start for rounds", le=DAY_S
+    )
     compute_time: Literal["fixed", "per-evaluation", "measured"] = Field(
         default="per-evaluation",
         description="simulated duration of a solve; measured = wall time (not reproducible)",
     )
-    compute_fixed_s: float = _non_negative(1.0, "compute_time = fixed")
+    compute_fixed_s: float = _non_negative(1.0, "compute_time = fixed", le=DAY_S)
     compute_per_evaluation_s: float = _non_negative(
-        0.001, "compute_time = per-evaluation: seconds per candidate"
+        0.001, "compute_time = per-evaluation: seconds per candidate", le=60.0
     )
     local: LocalSettings = Field(
         default_factory=LocalSettings,
@@ -148,25 +161,25 @@ class CommConfig(ChannelSettings):
     """``[comm]``: the transport and broker, plus the channel model of
     :mod:`clustersim.broker.channel` (``latency``, ``loss``, ``outages``, ``[[comm.links]]``)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     transport: Literal["mqtt", "memory"] = "mqtt"
     broker: str = Field(default="", description="empty: embedded broker; else mqtt://host:port")
     clock: Literal["virtual", "realtime"] = "virtual"
     speed: float = _positive(
-        60.0, "clock = realtime: simulated seconds per wall second (1 = real time)"
+        60.0, "clock = realtime: simulated seconds per wall second (1 = real time)", le=1e6
     )
     run_id: str = Field(
         default="",
         pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?$",
         description="topic namespace of the run; empty: <scenario name>-s<seed>",
     )
-    watchdog_s: float = _positive(30.0, "wall seconds before a silent peer is a fault")
+    watchdog_s: float = _positive(30.0, "wall seconds before a silent peer is a fault", le=3600.0)
     startup_timeout_s: float = _positive(
-        120.0, "wall seconds the plant waits for agents to come online"
+        120.0, "wall seconds the plant waits for agents to come online", le=3600.0
     )
     agent_timeout_s: float = _positive(
-        1800.0, "simulated seconds without an applied setpoint before local fallback"
+        1800.0, "simulated seconds without an applied setpoint before local fallback", le=DAY_S
     )
 
 
@@ -175,8 +188,8 @@ class RunConfig(_Table):
     plant_step_s: int = Field(default=60, gt=0, le=3600)
     seed: int = Field(default=1, ge=0)
     agents: Literal["tasks", "processes", "external"] = "tasks"
-    vm_min_pu: float = Field(default=0.95, gt=0)
-    vm_max_pu: float = Field(default=1.05, gt=0)
+    vm_min_pu: float = Field(default=0.95, gt=0, le=2)
+    vm_max_pu: float = Field(default=1.05, gt=0, le=2)
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:

@@ -59,7 +59,7 @@ __all__ = [
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     def _need_order(self, *fields: str) -> None:
         """Raise unless the named fields are in non-decreasing order."""

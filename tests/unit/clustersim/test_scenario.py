@@ -114,3 +114,24 @@ def test_comm_table_is_the_channel_model():
     assert a.deliver("C1", "plant", 1, 0.0).lost  # the link rule: C1 loses everything
     with pytest.raises(ScenarioError, match=r"comm\.latency\.dist"):
         load_scenario("ieee33-ev-none", overrides=['comm.latency.dist="cauchy"'])
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("control.compute_fixed_s=inf", "control.compute_fixed_s"),
+        ("control.compute_per_evaluation_s=1e308", "control.compute_per_evaluation_s"),
+        ("comm.latency.mean_ms=1e308", "comm.latency.mean_ms"),
+        ("comm.watchdog_s=inf", "comm.watchdog_s"),
+        ("control.pop_size=100000000", "control.pop_size"),
+        ("run.vm_max_pu=inf", "run.vm_max_pu"),
+        ("control.weights=[1.0, nan, 1.0]", "control.weights"),
+        ("comm.agent_timeout_s=1e12", "comm.agent_timeout_s"),
+    ],
+)
+def test_absurd_numbers_are_refused_in_one_line(override, key):
+    """Infinite, NaN and physically absurd settings end in one ScenarioError naming the key."""
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario("ieee33-ev-clustered", overrides=[override])
+    line = str(exc.value)
+    assert key in line and "\n" not in line, line
