@@ -75,6 +75,17 @@ def test_results_folder(short_run):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def test_every_file_of_a_run_has_the_same_permissions(short_run):
+    """Tables, figures, the report and the resolved scenario are all written 0644 (readable by a
+    broker or web server running as another user), none left 0600 by its temporary file."""
+    modes = {
+        p.relative_to(short_run.out_dir).as_posix(): oct(p.stat().st_mode & 0o777)
+        for p in short_run.out_dir.rglob("*")
+        if p.is_file()
+    }
+    assert modes and set(modes.values()) == {oct(0o644)}, modes
+
+
 def test_resolved_scenario_reruns_identically(short_run, tmp_path):
     text = (short_run.out_dir / "scenario.toml").read_text()
     doc = tomllib.loads(text)
