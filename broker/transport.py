@@ -37,6 +37,7 @@ import collections
 import contextlib
 import logging
 import math
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -51,6 +52,7 @@ from aiomqtt.exceptions import MqttConnectError
 from clustersim.errors import BrokerError
 
 __all__ = [
+    "PASSWORD_ENV",
     "BrokerAddress",
     "MemoryHub",
     "MemoryTransport",
@@ -62,6 +64,7 @@ __all__ = [
     "open_transport",
     "parse_url",
     "topic_matches",
+    "without_password",
 ]
 
 log = logging.getLogger(__name__)
@@ -149,6 +152,21 @@ class BrokerAddress:
         return self.url
 
 
+PASSWORD_ENV = "CLUSTERSIM_BROKER_PASSWORD"
+"""environment variable with the broker password of a URL that names a user but no password"""
+
+
+def without_password(url: str) -> str:
+    """``url`` with the password of its user-info left out (``mqtt://user@host:port``): what
+    results folders and console lines show; the password then comes from :data:`PASSWORD_ENV`."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    if not sep or "@" not in netloc:
+        return url
+    userinfo, _, hostport = netloc.rpartition("@")
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}@{hostport}{slash}{tail}"
+
+
 def _mask(url: str) -> str:
     """``url`` with the password of its user-info replaced by ``***`` (best effort)."""
     if not isinstance(url, str):
@@ -168,7 +186,9 @@ def _mask(url: str) -> str:
 def parse_url(url: str) -> BrokerAddress:
     """Parse ``mqtt://[user[:password]@]host[:port]`` (port 1883 when left out).
 
-    User name and password may be percent-encoded. Anything else (another scheme, no host, a
+    User name and password may be percent-encoded; a URL with a user and no password takes the
+    password from the environment variable :data:`PASSWORD_ENV`, so that it need not appear on a
+    command line or in a file. Anything else (another scheme, no host, a
     port that is not an integer in 1..65535, a path, query or fragment) raises
     :class:`BrokerError` with one line naming the URL, its password masked.
     """
@@ -203,6 +223,8 @@ def parse_url(url: str) -> BrokerAddress:
         raise bad("port must be an integer in 1..65535")
     username = unquote(parts.username) if parts.username is not None else None
     password = unquote(parts.password) if parts.password is not None else None
+    if username is not None and password is None:
+        password = os.environ.get(PASSWORD_ENV) or None
     return BrokerAddress(host=host, port=port, username=username, password=password)
 
 

@@ -397,11 +397,12 @@ def agent(
     ] = None,
 ) -> None:
     """Run one agent of a scenario against a broker until the plant ends the run."""
+    from clustersim.broker.transport import without_password
     from clustersim.cosim.run import serve_agent
     from clustersim.scenario import load_scenario
 
     sc = load_scenario(scenario, overrides=set_ or [], seed=seed)
-    console.print(f"agent {cluster} of {sc.name or scenario} on {broker}")
+    console.print(f"agent {cluster} of {sc.name or scenario} on {without_password(broker)}")
     asyncio.run(serve_agent(sc, cluster, broker))
     console.print(f"agent {cluster}: run over")
 

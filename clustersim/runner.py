@@ -27,6 +27,7 @@ from clustersim.assemble.build import (
     scenario_partition,
 )
 from clustersim.assemble.seeds import Stage, stage_seed
+from clustersim.broker.transport import without_password
 from clustersim.cosim.local_loop import ControlLog, run_control
 from clustersim.cosim.run import CosimResult, run_cosim
 from clustersim.errors import PartitionError, ScenarioError
@@ -69,6 +70,8 @@ def write_results(
     ``report.html``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = resolved_dict(scenario)
+    if doc.get("comm", {}).get("broker"):  # no secret in any output
+        doc["comm"]["broker"] = without_password(doc["comm"]["broker"])
     doc["provenance"] = {**package_versions(), "seed": str(scenario.run.seed)}
     with atomic_write(out_dir / "scenario.toml", "wb") as fh:
         tomli_w.dump(doc, fh)
