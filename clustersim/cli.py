@@ -143,6 +143,21 @@ def _print_summary(summary: dict[str, Any]) -> None:
             v = ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "none"
         table.add_row(k, _fmt(v))
     console.print(table)
+    _print_faults(summary.get("faults") or [])
+
+
+def _print_faults(faults: Sequence[dict[str, Any]], most: int = 20) -> None:
+    """A warning block on stderr: every fault of the run (the first ``most``), one per line."""
+    if not faults:
+        return
+    err_console.print(f"[bold yellow]warning:[/] {len(faults)} fault(s) during the run:")
+    for f in faults[:most]:
+        step = f" (control step {f['step']})" if f.get("step") is not None else ""
+        err_console.print(
+            f"  {f.get('node')}: {f.get('kind')}: {f.get('detail')}{step}", highlight=False
+        )
+    if len(faults) > most:
+        err_console.print(f"  ... and {len(faults) - most} more (summary.json, faults)")
 
 
 def _print_list(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

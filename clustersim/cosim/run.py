@@ -92,6 +92,19 @@ def _start_processes(
     return procs
 
 
+WALL_CLOCK_FAULTS = ("watchdog", "startup")
+"""fault kinds a wall-clock timeout raises: a run that had one depends on the machine's speed"""
+
+
+def _wall_clock_fault(fault: dict[str, Any]) -> bool:
+    """Whether a summary fault (the plant's own, or a remote one ``"<kind>: <detail>"``) was
+    raised by a wall-clock timeout."""
+    kind = fault["kind"]
+    if kind == "remote":
+        kind = str(fault["detail"]).split(":", 1)[0]
+    return kind in WALL_CLOCK_FAULTS
+
+
 def _result(scenario: Scenario, pnode: PlantNode, model: CoSimModel) -> CosimResult:
     """The plant node's result with its refused messages, communication KPIs and the model's
     per-interval tables."""
@@ -100,7 +113,9 @@ def _result(scenario: Scenario, pnode: PlantNode, model: CoSimModel) -> CosimRes
     result.summary = comm_summary(pnode)
     result.summary["clock"] = scenario.comm.clock
     result.summary["reproducible"] = (
-        scenario.comm.clock == "virtual" and scenario.control.compute_time != "measured"
+        scenario.comm.clock == "virtual"
+        and scenario.control.compute_time != "measured"
+        and not any(_wall_clock_fault(f) for f in result.summary["faults"])
     )
     result.steps, result.agent_steps = model.tables()
     return result
