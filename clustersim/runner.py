@@ -35,7 +35,7 @@ from clustersim.fileio import atomic_write
 from clustersim.results.figures import draw_run_figures, pareto_frame
 from clustersim.results.partition import write_partition
 from clustersim.results.report import write_report
-from clustersim.results.tables import MESSAGE_COLUMNS, WALL_CLOCK_KEYS
+from clustersim.results.tables import MESSAGE_COLUMNS, WALL_CLOCK_COLUMNS, WALL_CLOCK_KEYS
 from clustersim.scenario import Scenario, resolved_dict
 from clustersim.sim import kpi
 from clustersim.sim.plant import Plant, PlantRecord
@@ -191,5 +191,6 @@ def run_scenario(
     summary["powerflow_failure_steps"] = list(plant.powerflow_failures)
     summary["wall_time_s"] = round(time.perf_counter() - t0, 3)
     summary["wall_clock_keys"] = [*WALL_CLOCK_KEYS]
+    summary["wall_clock_columns"] = {t: [*cols] for t, cols in WALL_CLOCK_COLUMNS.items()}
     write_results(out_dir, scenario, summary, plant.record, control, cosim)
     return RunResult(summary=summary, out_dir=out_dir)

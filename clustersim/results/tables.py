@@ -20,6 +20,7 @@ from clustersim.fileio import atomic_write, write_json
 __all__ = [
     "HEADLINE_KPIS",
     "MESSAGE_COLUMNS",
+    "WALL_CLOCK_COLUMNS",
     "WALL_CLOCK_KEYS",
     "fmt_cell",
     "markdown_table",
@@ -59,6 +60,12 @@ WALL_CLOCK_KEYS = (
 """summary.json keys that depend on the wall clock: times measured on it, and what the broker's
 connections did (redelivered messages, reconnects); the only keys that differ between two runs
 of the same scenario and seed"""
+WALL_CLOCK_COLUMNS = {
+    "control.parquet": ("solve_time_s",),
+    "messages.parquet": ("bytes",),
+}
+"""table columns that depend on the wall clock: measured solve times, and the payload sizes of
+setpoints, which carry those times"""
 
 HEADLINE_KPIS: dict[str, str] = {
     "voltage_violation_bus_hours": "violation bus·h",

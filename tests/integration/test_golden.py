@@ -20,8 +20,6 @@ from clustersim.scenario import builtin_scenarios, load_scenario
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 HOURS = 1
-WALL_CLOCK_COLUMNS = ("solve_time_s",)
-"""control.parquet columns measured on the wall clock"""
 
 
 def _summary(run_dir: Path) -> dict:
@@ -32,10 +30,12 @@ def _summary(run_dir: Path) -> dict:
 
 
 def _table(path: Path) -> pd.DataFrame | None:
+    """The table without its wall-clock columns (as the run's summary lists them)."""
     if not path.exists():
         return None
     frame = pd.read_parquet(path)
-    return frame.drop(columns=[c for c in WALL_CLOCK_COLUMNS if c in frame.columns])
+    wall = json.loads((path.parent / "summary.json").read_text()).get("wall_clock_columns", {})
+    return frame.drop(columns=[c for c in wall.get(path.name, ()) if c in frame.columns])
 
 
 def _run(name: str, out: Path) -> Path:
