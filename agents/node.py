@@ -50,7 +50,7 @@ from clustersim.agents.network import assign_buses, radial_tree
 from clustersim.broker.channel import Channel
 from clustersim.broker.clock import RealtimeClock
 from clustersim.broker.envelope import BROADCAST, BoundaryBody, MeasBody, MessageRecord
-from clustersim.broker.node import Node
+from clustersim.broker.node import REFUSED_SAMPLE, Node
 from clustersim.broker.transport import Transport
 from clustersim.sim.plant import Measurement
 
@@ -501,8 +501,8 @@ class AgentNode(Node):
         sent += 1
         info["sent"] = sent
         info["rejected"] = self.rejected_counts()
-        records.extend(self.refused_records(self._refused_seen))
-        self._refused_seen = len(self.refused)
+        records.extend(self.refused_records(self._refused_seen, limit=REFUSED_SAMPLE))
+        self._refused_seen = self.refused_total
         info["messages"] = [m.model_dump() for m in records]
         t = self._now(t)
         await self.send(

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +56,11 @@ log = logging.getLogger(__name__)
 
 WINDOW = 512
 """messages kept for re-sending after a reconnect"""
+REFUSED_KEPT = 1000
+"""refused messages a node keeps rows for (the latest); their counts by reason are complete"""
+REFUSED_SAMPLE = 50
+"""refused messages an agent reports with one setpoint (a sample: their counts are complete), so
+that junk sent to an agent cannot grow its setpoints"""
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,11 @@ class Node:
         self._window: dict[tuple[str, int], bytes] = {}
         self._filed: dict[tuple[str, str, int, int], tuple[Envelope, int]] = {}
         self._taken: set[tuple[str, str, int, int]] = set()
-        self.refused: list[dict[str, Any]] = []
-        """one entry per refused message: topic's kind/src/dst when readable, reason, bytes"""
+        self.refused: deque[dict[str, Any]] = deque(maxlen=REFUSED_KEPT)
+        """the latest refused messages, one entry each: the topic's kind/src/dst when readable,
+        reason, bytes (their counts by reason: :meth:`rejected_counts`)"""
+        self.refused_total = 0
+        """refused messages so far, kept or not: the number of the next one"""
         self.extra: Counter[str] = Counter()
         """accepted messages the protocol had no use for (a second setpoint for one step)"""
         self.statuses: list[StatusMsg] = []
@@ -264,6 +272,7 @@ class Node:
             pass
         entry.update(_lenient_header(payload))
         self.refused.append(entry)
+        self.refused_total += 1
 
     def _remote_log(self, env: LogMsg) -> None:
         """Another node's log line: warnings and errors are its faults, info lines its
@@ -308,12 +317,16 @@ class Node:
         """Refused messages so far, by reason (``json``, ``schema``, ``acl``, ...)."""
         return dict(self.inbox.rejected)
 
-    def refused_records(self, start: int = 0) -> list[MessageRecord]:
-        """Rows of ``messages.parquet`` (``rejected`` true) for the refused messages from index
-        ``start`` on whose topic named a kind, sender and receiver (the others are only
-        counted, by reason)."""
-        out = []
-        for e in self.refused[start:]:
+    def refused_records(self, start: int = 0, limit: int | None = None) -> list[MessageRecord]:
+        """Rows of ``messages.parquet`` (``rejected`` true) for the refused messages from number
+        ``start`` (of :attr:`refused_total`) on that are still kept and whose topic named a kind,
+        sender and receiver, at most ``limit`` of them; every refusal is counted by reason in
+        :meth:`rejected_counts` whether or not it has a row."""
+        out: list[MessageRecord] = []
+        first_kept = self.refused_total - len(self.refused)
+        for e in list(self.refused)[max(0, start - first_kept) :]:
+            if limit is not None and len(out) >= limit:
+                break
             if "kind" not in e:
                 continue
             try:

@@ -78,3 +78,39 @@ def test_node_survives_and_counts_hostile_payloads():
     assert plant.rejected_counts() == {"json": 2}
     rows = plant.refused_records()
     assert [(r.kind, r.src, r.reason) for r in rows] == [("setpoint", "C1", "json")] * 2
+
+
+def test_refusals_are_counted_in_full_and_sampled_in_rows():
+    """Junk does not amplify: a node counts every refusal by reason but keeps rows only for the
+    latest REFUSED_KEPT, and an agent forwards at most REFUSED_SAMPLE of them per setpoint."""
+    from clustersim.broker.node import REFUSED_KEPT, REFUSED_SAMPLE
+
+    junk = REFUSED_KEPT * 3
+
+    async def main():
+        hub = MemoryHub()
+        node = Node(
+            MemoryTransport(hub, f"{RUN}.plant"),
+            run_id=RUN,
+            me="plant",
+            acl={"setpoint": [("C1", "plant")], "status": ["*"]},
+        )
+        intruder = MemoryTransport(hub, f"{RUN}.intruder")
+        await node.start()
+        await intruder.start()
+        try:
+            for _ in range(junk):
+                await intruder.publish(TOPIC, b"{not json")
+            while await node.pump(0.2):
+                pass
+        finally:
+            await intruder.close()
+            await node.close()
+        return node
+
+    node = asyncio.run(main())
+    assert node.rejected_counts() == {"json": junk} and node.refused_total == junk
+    assert len(node.refused) == REFUSED_KEPT
+    assert len(node.refused_records()) == REFUSED_KEPT
+    assert len(node.refused_records(0, limit=REFUSED_SAMPLE)) == REFUSED_SAMPLE
+    assert len(node.refused_records(junk - 5)) == 5  # numbered over all refusals, kept or not
