@@ -164,25 +164,21 @@ class Node:
 
     async def fault(self, kind: str, detail: str, step: int | None = None) -> None:
         """Record a fault and tell the others (a ``log`` message of level warning)."""
-        self.faults.append(Fault(self.me, kind, detail, step))
-        if self._started:
-            await self.send(
-                "log",
-                BROADCAST,
-                step=step or 0,
-                body={"level": "warning", "message": f"{kind}: {detail}"[:2000]},
-            )
+        await self._record(self.faults, "warning", Fault(self.me, kind, detail, step))
 
     async def event(self, kind: str, detail: str, step: int | None = None) -> None:
         """Record an event of the transport (not of the simulation: it depends on the broker's
         wall-clock behaviour) and tell the others (a ``log`` message of level info)."""
-        self.transport_events.append(Fault(self.me, kind, detail, step))
+        await self._record(self.transport_events, "info", Fault(self.me, kind, detail, step))
+
+    async def _record(self, into: list[Fault], level: str, what: Fault) -> None:
+        into.append(what)
         if self._started:
             await self.send(
                 "log",
                 BROADCAST,
-                step=step or 0,
-                body={"level": "info", "message": f"{kind}: {detail}"[:2000]},
+                step=what.step or 0,
+                body={"level": level, "message": f"{what.kind}: {what.detail}"[:2000]},
             )
 
     async def _reconnected(self) -> None:

@@ -16,6 +16,16 @@ RUN = "hostile"
 TOPIC = f"clustersim/{RUN}/setpoint/C1/plant"
 
 
+def _plant(hub: MemoryHub) -> Node:
+    """The plant's node on ``hub``, taking setpoints from C1."""
+    return Node(
+        MemoryTransport(hub, f"{RUN}.plant"),
+        run_id=RUN,
+        me="plant",
+        acl={"setpoint": [("C1", "plant")], "status": ["*"]},
+    )
+
+
 def _nested(depth: int, inner: bytes = b"0") -> bytes:
     return b"[" * depth + inner + b"]" * depth
 
@@ -51,12 +61,7 @@ def test_node_survives_and_counts_hostile_payloads():
 
     async def main():
         hub = MemoryHub()
-        plant = Node(
-            MemoryTransport(hub, f"{RUN}.plant"),
-            run_id=RUN,
-            me="plant",
-            acl={"setpoint": [("C1", "plant")], "status": ["*"]},
-        )
+        plant = _plant(hub)
         agent = Node(MemoryTransport(hub, f"{RUN}.C1"), run_id=RUN, me="C1", acl={"status": ["*"]})
         intruder = MemoryTransport(hub, f"{RUN}.intruder")
         await plant.start()
@@ -89,12 +94,7 @@ def test_refusals_are_counted_in_full_and_sampled_in_rows():
 
     async def main():
         hub = MemoryHub()
-        node = Node(
-            MemoryTransport(hub, f"{RUN}.plant"),
-            run_id=RUN,
-            me="plant",
-            acl={"setpoint": [("C1", "plant")], "status": ["*"]},
-        )
+        node = _plant(hub)
         intruder = MemoryTransport(hub, f"{RUN}.intruder")
         await node.start()
         await intruder.start()
