@@ -134,9 +134,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table.add_column("kpi")
     table.add_column("value", justify="right")
     for k, v in summary.items():
-        if k in ("powerflow_failure_steps", "wall_clock_keys"):
+        if k in ("powerflow_failure_steps", "wall_clock_keys", "wall_clock_columns"):
             continue
-        if k == "faults" and isinstance(v, list):  # one line: how many of each kind
+        if k in ("faults", "transport_events") and isinstance(v, list):  # how many of each kind
             kinds: dict[str, int] = {}
             for f in v:
                 kinds[str(f.get("kind"))] = kinds.get(str(f.get("kind")), 0) + 1
@@ -154,7 +154,9 @@ def _print_faults(faults: Sequence[dict[str, Any]], most: int = 20) -> None:
     for f in faults[:most]:
         step = f" (control step {f['step']})" if f.get("step") is not None else ""
         err_console.print(
-            f"  {f.get('node')}: {f.get('kind')}: {f.get('detail')}{step}", highlight=False
+            f"  {f.get('node')}: {f.get('kind')}: {f.get('detail')}{step}",
+            highlight=False,
+            soft_wrap=True,
         )
     if len(faults) > most:
         err_console.print(f"  ... and {len(faults) - most} more (summary.json, faults)")
