@@ -765,6 +765,7 @@ def context_for_case(
 @functools.lru_cache(maxsize=16)
 def _context_for_case(case: str, preset: str, seed: int, snapshots: int) -> PartitionContext:
     net = cases.load_case(case)
+    cases.check_topology(net, case)  # CaseError: an islanded or meshed case is refused
     resources = load_preset(preset) if preset else None
     if resources is not None and resources.case and resources.case != case:
         raise ScenarioError(

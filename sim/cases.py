@@ -16,6 +16,9 @@ Sources
   ``1-MV-semiurb--0-sw`` from the ``simbench`` package, open ring switches honoured (their
   operating topology is radial once the parallel HV/MV transformers are taken as one branch).
 - any path to a pandapower JSON file.
+
+A plant runs a fed radial feeder only: :func:`check_topology` refuses a net with in-service buses
+cut off from the ext_grid (islands) or with a loop among its energized branches (meshed).
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ __all__ = [
     "CASES",
     "CaseSpec",
     "case_names",
+    "check_topology",
     "describe_case",
     "is_radial",
+    "islanded_buses",
     "load_case",
     "operating_graph",
 ]
@@ -186,6 +191,54 @@ def is_radial(net: pp.pandapowerNet) -> bool:
     """True when the operating topology is a tree once parallel branches count as one."""
     g = nx.Graph(operating_graph(net))  # collapses parallel edges
     return nx.is_tree(g)
+
+
+def islanded_buses(net: pp.pandapowerNet) -> list[int]:
+    """In-service buses (``net.bus`` index, ascending) with no path to the bus of an in-service
+    ext_grid through in-service branches and closed switches: pandapower leaves them out of the
+    power flow (NaN voltages)."""
+    slacks = set(net.ext_grid.bus[net.ext_grid.in_service].tolist())
+    return sorted(int(b) for b in top.unsupplied_buses(net, slacks=slacks, respect_switches=True))
+
+
+def _bus_list(net: pp.pandapowerNet, buses: list[int], shown: int) -> str:
+    """``label (#index)`` of the first ``shown`` buses, and how many more."""
+    names = net.bus["name"]
+    out = [
+        f"{names.at[b]} (#{b})" if str(names.at[b]) not in ("", "None", "nan") else f"#{b}"
+        for b in buses[:shown]
+    ]
+    more = f" and {len(buses) - shown} more" if len(buses) > shown else ""
+    return ", ".join(out) + more
+
+
+def check_topology(net: pp.pandapowerNet, name: str | None = None) -> None:
+    """Refuse a net the plant cannot run as a fed radial feeder.
+
+    Raises :class:`CaseError` (one line naming the case: ``name``, else ``net.name``) when no
+    in-service ext_grid sits on an in-service bus, when in-service buses are islanded
+    (:func:`islanded_buses`) or when the operating topology is meshed (:func:`is_radial` false).
+    """
+    where = f"case {name or net.name or '(unnamed)'}"
+    eg = net.ext_grid[net.ext_grid.in_service]
+    if not len(eg) or not eg.bus.isin(net.bus.index[net.bus.in_service]).all():
+        raise CaseError(f"{where}: no in-service ext_grid (slack), or one on an out-of-service bus")
+    islanded = islanded_buses(net)
+    if islanded:
+        raise CaseError(
+            f"{where}: {len(islanded)} of {int(net.bus.in_service.sum())} in-service buses are "
+            "islanded (no path to the ext_grid through in-service branches and closed "
+            f"switches): {_bus_list(net, islanded, 6)}; reconnect them or set them out of service"
+        )
+    if not is_radial(net):
+        loops: list[list[int]] = nx.cycle_basis(nx.Graph(operating_graph(net)))
+        shortest: list[int] = min(loops, key=len, default=[])
+        through = f"; one through buses {_bus_list(net, sorted(shortest), 12)}" if shortest else ""
+        raise CaseError(
+            f"{where}: the operating topology is meshed ({len(loops)} independent loop(s)"
+            f"{through}); the plant needs a radial feeder: open a switch or set a branch out of "
+            "service"
+        )
 
 
 def _resource_counts(net: pp.pandapowerNet) -> dict[str, int]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from clustersim.agents.control import CLUSTER_MODES, ControlSettings
 from clustersim.agents.node import AgentSettings, ComputeModel, Tie, find_ties
 from clustersim.agents.problem import CostSettings
 from clustersim.assemble.seeds import Stage, stage_seed
-from clustersim.errors import PartitionError, ScenarioError
+from clustersim.errors import CaseError, PartitionError, ScenarioError
 from clustersim.fileio import safe_label
 from clustersim.partition.context import build_context
 from clustersim.partition.core import Partition, PartitionContext
@@ -39,6 +40,7 @@ __all__ = [
     "run_id_for",
     "run_id_of",
     "scenario_clusters",
+    "scenario_net",
     "scenario_partition",
     "scenario_ties",
 ]
@@ -101,9 +103,21 @@ def build_profiles(scenario: Scenario) -> profiles.Profiles:
     return profiles.from_simbench(code, day=pc.day, days=days, seed=seed, load_sigma=pc.load_sigma)
 
 
+def scenario_net(scenario: Scenario) -> Any:
+    """The scenario's grid case as a fresh pandapower net, refused (``ScenarioError`` on
+    ``case.name``) unless every in-service bus is fed from the ext_grid over a radial operating
+    topology (:func:`clustersim.sim.cases.check_topology`)."""
+    net = cases.load_case(scenario.case.name)
+    try:
+        cases.check_topology(net, scenario.case.name)
+    except CaseError as exc:
+        raise ScenarioError(str(exc), key="case.name") from None
+    return net
+
+
 def build_plant(scenario: Scenario) -> Plant:
     """Case + resources + profiles → a plant ready to run the scenario's horizon."""
-    net = cases.load_case(scenario.case.name)
+    net = scenario_net(scenario)
     res = resource_set(scenario)
     if res.case and res.case != scenario.case.name:
         raise ScenarioError(
@@ -121,7 +135,7 @@ def scenario_partition(scenario: Scenario) -> tuple[Partition, PartitionContext]
     """The partition the scenario's ``[partition]`` table asks for, on the scenario's own case,
     resources, profiles and channel model. Returns ``(partition, context)``."""
     ctx = build_context(
-        cases.load_case(scenario.case.name),
+        scenario_net(scenario),
         resource_set(scenario),
         build_profiles(scenario),
         comm=scenario.comm,
