@@ -47,6 +47,7 @@ import pandapower as pp
 
 from clustersim.agents.control import Controller, Decision
 from clustersim.agents.network import assign_buses, radial_tree
+from clustersim.broker.auth import Keyring
 from clustersim.broker.channel import Channel
 from clustersim.broker.clock import RealtimeClock
 from clustersim.broker.envelope import BROADCAST, BoundaryBody, MeasBody, MessageRecord
@@ -64,6 +65,8 @@ __all__ = [
 ]
 
 PLANT = "plant"
+MISMATCH = "scenario differs from the plant's"
+"""start of the ``fault`` status reason of an agent that refuses a run over its scenario"""
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,8 @@ class AgentNode(Node):
         ties: Sequence[Tie] = (),
         settings: AgentSettings | None = None,
         keep_fronts: bool = True,
+        keys: Keyring | None = None,
+        fingerprint: Mapping[str, str] | None = None,
     ) -> None:
         me = controller.name
         self.controller = controller
@@ -281,7 +286,7 @@ class AgentNode(Node):
             "status": ["*"],
             "log": ["*"],
         }
-        super().__init__(transport, run_id=run_id, me=me, acl=acl)
+        super().__init__(transport, run_id=run_id, me=me, acl=acl, keys=keys)
         self.labels = controller.grid.bus_labels
         self.record = AgentRecord()
         self.keep_fronts = keep_fronts
@@ -291,6 +296,12 @@ class AgentNode(Node):
         self._dead: set[str] = set()
         self.clock = RealtimeClock(self.settings.speed) if self.settings.speed else None
         self._refused_seen = 0
+        self.fingerprint = dict(fingerprint) if fingerprint is not None else None
+        self.online_at_start = fingerprint is None  # else online once the start's scenario matches
+        self.mismatch: list[str] = []
+        """scenario keys whose values differ from the plant's (the agent then refused the run)"""
+        self.lost_plant = False
+        """whether the agent ended because the plant went silent (not by the clock's stop)"""
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> AgentRecord:
@@ -320,6 +331,7 @@ class AgentNode(Node):
         while not self.stopped:
             if loop.time() > end and n > 0:
                 await self.fault("watchdog", f"no measurement from {PLANT}", n)
+                self.lost_plant = True
                 return None
             got = await self.expect("meas", PLANT, n * spi, timeout_s=0.25)
             if got is not None:
@@ -331,7 +343,13 @@ class AgentNode(Node):
         status."""
         if env.body.event == "stop":
             self.stopped = True
-        elif env.body.event == "start":  # the plant is waiting for us: say we are here
+        elif env.body.event == "start" and self.fingerprint is not None and not self.mismatch:
+            self.mismatch = env.body.differing_keys(self.fingerprint)
+            if self.mismatch:
+                keys = ", ".join(self.mismatch[:10]) + (" ..." if len(self.mismatch) > 10 else "")
+                await self.status("fault", f"{MISMATCH}: {keys}")
+                self.stopped = True
+        if env.body.event == "start" and not self.mismatch:  # the plant waits: we are here
             await self.status("online")
 
     async def _deliver(

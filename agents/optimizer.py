@@ -19,6 +19,10 @@ the compromise from the current front at any time.
   40-80 ms per generation on one-lever clusters of ieee51-ga, against one 1-3 ms call).
 - MOEA/D in pymoo does not accept constraints: for it the problem adds ``1e3 × CV`` to every
   objective (``VoltVarProblem(penalty=True)``).
+- Cancellation: once :func:`cancel_solves` was called for an event loop, every
+  :meth:`Optimizer.step` running on that loop raises :class:`SolveCancelled` before its next
+  generation, so an agent task cancelled in the middle of its synchronous solve ends within one
+  generation. A solve on a loop never cancelled runs exactly as without this check.
 
 Compromise selection on the final front (rank 1 of the feasible solutions, or the least-violating
 ones when none is feasible):
@@ -32,6 +36,8 @@ ones when none is feasible):
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,13 +56,45 @@ from pymoo.util.ref_dirs import get_reference_directions
 from clustersim.agents.problem import VoltVarProblem
 from clustersim.errors import ScenarioError
 
-__all__ = ["ALGORITHMS", "IntegerRepair", "OptResult", "Optimizer", "compromise"]
+__all__ = [
+    "ALGORITHMS",
+    "IntegerRepair",
+    "OptResult",
+    "Optimizer",
+    "SolveCancelled",
+    "cancel_solves",
+    "compromise",
+]
 
 ALGORITHMS = ("nsga2", "nsga3", "moead")
 ENUMERATE_LIMIT = 1024
 """a problem whose search grid has at most this many points is solved by enumeration"""
 _CONTINUOUS_POINTS = {1: 65, 2: 21}
 """grid resolution per continuous lever when a problem has one or two of them"""
+_CANCELLED_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+"""event loops whose solves are cancelled (:func:`cancel_solves`)"""
+
+
+class SolveCancelled(asyncio.CancelledError):
+    """A solve stopped because :func:`cancel_solves` was called for the event loop it runs on;
+    inside an asyncio task it ends the task as cancelled."""
+
+
+def cancel_solves(loop: asyncio.AbstractEventLoop) -> None:
+    """Stop every solve running on ``loop``, now or later: :meth:`Optimizer.step` raises
+    :class:`SolveCancelled` from its next generation on (an agent task's solve is synchronous,
+    so the task's own cancellation reaches it only after the solve)."""
+    _CANCELLED_LOOPS.add(loop)
+
+
+def _check_cancelled() -> None:
+    """:class:`SolveCancelled` when the running event loop's solves are cancelled."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # a solve outside an event loop is never cancelled
+        return
+    if loop in _CANCELLED_LOOPS:
+        raise SolveCancelled("the solves of this event loop were cancelled")
 
 
 def search_grid(
@@ -219,7 +257,9 @@ class Optimizer:
 
     def step(self) -> bool:
         """Run one generation (ask, evaluate the whole population in one call, tell); return
-        whether another generation would run."""
+        whether another generation would run. :class:`SolveCancelled` when the solves of the
+        running event loop were cancelled (:func:`cancel_solves`)."""
+        _check_cancelled()
         if self.done:
             return False
         if self._alg is None:

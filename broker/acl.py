@@ -14,6 +14,8 @@ its own name. :func:`write_acl_files` writes, for the plant and the agent nodes 
   else. So only the plant publishes measurements, and nobody publishes as somebody else
   (Mosquitto drops a forbidden publish silently; the publisher is not told);
 - ``credentials.toml`` — node → password (mode 600), for the nodes' own configuration;
+- ``keys.toml`` — node → message key (mode 600): every node signs its messages with its own key
+  and checks the others' (:mod:`clustersim.broker.auth`); give it to each node with ``--keys``;
 - ``README.txt`` — how to use the files with Mosquitto.
 
 The ACL uses one ``user`` block per node rather than ``pattern`` lines with ``%u``, so the file
@@ -33,13 +35,17 @@ from typing import Final
 
 import tomli_w
 
+from clustersim.broker.auth import Keyring
 from clustersim.broker.envelope import _NAME, BROADCAST, PREFIX
 from clustersim.fileio import write_text
 
 __all__ = [
     "AclFiles",
+    "NodeRights",
     "acl_text",
     "hash_password",
+    "parse_acl",
+    "parse_passwd",
     "passwd_line",
     "verify_password",
     "write_acl_files",
@@ -64,6 +70,7 @@ class AclFiles:
     credentials_path: Path
     passwords: dict[str, str]
     readme_path: Path | None = None
+    keys_path: Path | None = None
 
     def __repr__(self) -> str:  # never print passwords
         return (
@@ -143,6 +150,9 @@ Files (written by clustersim for the nodes: {nodes}):
   acl               Mosquitto ACL: every node reads clustersim/#, each node writes only its
                     own topics, only "{plant}" writes measurements and clock ticks
   credentials.toml  node = "password" for every node (keep it secret: mode 600)
+  keys.toml         node = message key for every node (keep it secret: mode 600); every node
+                    signs its messages with its key and checks the others': give it to the
+                    plant and each agent (`--keys keys.toml` or CLUSTERSIM_KEYS_FILE)
 
 Use them with Mosquitto by adding to mosquitto.conf:
 
@@ -173,7 +183,8 @@ def write_acl_files(
     plant: str = "plant",
     passwords: Mapping[str, str] | None = None,
 ) -> AclFiles:
-    """Write ``passwd``, ``acl``, ``credentials.toml`` and ``README.txt`` into ``out_dir``.
+    """Write ``passwd``, ``acl``, ``credentials.toml``, ``keys.toml`` and ``README.txt`` into
+    ``out_dir``.
 
     ``nodes`` are the agent nodes (``plant`` among them is taken as the plant); every name must
     be a valid envelope name (``ValueError``, one line, otherwise; also for duplicates and the
@@ -226,10 +237,53 @@ def write_acl_files(
         acl=acl_path.resolve(),
     )
     write_text(readme_path, readme, perm=0o644)
+    keys_path = Keyring.generate(everyone).write(out / "keys.toml")
     return AclFiles(
+        keys_path=keys_path,
         passwd_path=passwd_path,
         acl_path=acl_path,
         credentials_path=credentials_path,
         passwords=resolved,
         readme_path=readme_path,
     )
+
+
+@dataclass(frozen=True)
+class NodeRights:
+    """The topic filters one user may read and write (from an ACL file)."""
+
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+
+
+def parse_acl(text: str) -> dict[str, NodeRights]:
+    """The ``user`` blocks of an ACL file as :func:`acl_text` writes it: user → rights
+    (``topic read F`` / ``topic write F``; ``topic F`` and ``readwrite`` give both). Lines
+    before the first ``user`` line and comments are ignored."""
+    read: dict[str, list[str]] = {}
+    write: dict[str, list[str]] = {}
+    user: str | None = None
+    for raw in text.splitlines():
+        words = raw.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "user" and len(words) == 2:
+            user = words[1]
+            read.setdefault(user, [])
+            write.setdefault(user, [])
+        elif words[0] == "topic" and user is not None and len(words) in (2, 3):
+            access, filt = (words[1], words[2]) if len(words) == 3 else ("readwrite", words[1])
+            if access in ("read", "readwrite"):
+                read[user].append(filt)
+            if access in ("write", "readwrite"):
+                write[user].append(filt)
+    return {u: NodeRights(tuple(read[u]), tuple(write[u])) for u in read}
+
+
+def parse_passwd(text: str) -> dict[str, str]:
+    """user → the whole line, of a password file as :func:`passwd_line` writes it."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#") and ":" in line:
+            out[line.split(":", 1)[0]] = line.strip()
+    return out

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,10 +28,21 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
+from urllib.parse import quote
 
+from clustersim.broker.acl import (
+    NodeRights,
+    parse_acl,
+    parse_passwd,
+    verify_password,
+    write_acl_files,
+)
+from clustersim.broker.transport import topic_matches
 from clustersim.errors import BrokerError
 
 __all__ = ["EmbeddedBroker", "LocalBroker", "amqtt_config", "free_port", "serve", "wait_for_port"]
@@ -85,64 +97,127 @@ def wait_for_port(
         delay_s = min(delay_s * 1.5, 0.1)
 
 
-def amqtt_config(host: str, port: int) -> dict[str, Any]:
-    """The amqtt broker configuration: one TCP listener, every client admitted, nothing else.
+def amqtt_config(host: str, port: int, auth_dir: Path | None = None) -> dict[str, Any]:
+    """The amqtt broker configuration: one TCP listener and the :data:`NodeAuthPlugin`.
+
+    Without ``auth_dir`` every client is admitted and may publish and subscribe anywhere. With
+    it, the broker reads ``passwd`` and ``acl`` there (as :func:`clustersim.broker.acl.
+    write_acl_files` writes them, the files Mosquitto reads): a client must log in as a node
+    with its password and a client id starting with ``"<node>."``, and may publish, subscribe
+    and receive only where the ACL lets it (:data:`NodeTopicPlugin`).
 
     Leaving out amqtt's default plugin list disables ``$SYS`` topics and the event/packet
-    loggers; without a topic-checking plugin every client may publish and subscribe anywhere.
-    Clients are admitted by :data:`OpenAuthPlugin` rather than amqtt's ``AnonymousAuthPlugin``:
+    loggers. Clients are admitted by the plugin rather than amqtt's ``AnonymousAuthPlugin``:
     amqtt neither queues QoS 1 messages for an offline session marked anonymous nor keeps such
     a session, and that plugin marks every session anonymous.
     """
+    plugins: dict[str, Any] = {
+        f"{__name__}.NodeAuthPlugin": {
+            "passwd_file": str(auth_dir / "passwd") if auth_dir is not None else ""
+        }
+    }
+    if auth_dir is not None:
+        plugins[f"{__name__}.NodeTopicPlugin"] = {"acl_file": str(auth_dir / "acl")}
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}},
-        "plugins": {f"{__name__}.OpenAuthPlugin": {}},
+        "plugins": plugins,
     }
 
 
-_PLUGIN: Any = None
+_PLUGINS: dict[str, Any] = {}
 
 
-def _open_auth_plugin() -> Any:
-    """Build the auth plugin class on first use (amqtt takes 0.2 s to import)."""
-    global _PLUGIN
-    if _PLUGIN is None:
+def _admit(session: Any, users: dict[str, str] | None) -> bool:
+    """Whether a connecting ``session`` may log in: everyone without ``users`` (user → password
+    file line), else a known user with the right password and a client id ``"<user>.…"``."""
+    if users is not None:
+        user, password = session.username, session.password
+        line = users.get(user) if isinstance(user, str) else None
+        if line is None or not isinstance(password, str) or not verify_password(line, password):
+            log.warning("embedded broker: refused login of user %r", str(user)[:64])
+            return False
+        if not str(session.client_id).startswith(f"{user}."):
+            log.warning(
+                "embedded broker: user %r may not use client id %r", user, session.client_id
+            )
+            return False
+    session.is_anonymous = False
+    # amqtt 0.12 reuses a disconnected session that is still waiting for its cleanup when the
+    # same client id reconnects with clean_session=0, and keeps the old session's clean flag:
+    # the new persistent session would then be treated as a clean one (nothing queued while
+    # offline). A disconnected clean session can only reach this point through that path, so
+    # fix the flag.
+    state = getattr(getattr(session, "transitions", None), "state", None)
+    if session.clean_session and state == "disconnected":
+        session.clean_session = False
+        session.parent = 0  # no session was present, as MQTT 3.1.1 says
+    return True
+
+
+def _permitted(rights: dict[str, NodeRights], session: Any, topic: str, action: str) -> bool:
+    """Whether the ACL lets ``session``'s user subscribe to, receive or publish on ``topic``."""
+    r = rights.get(getattr(session, "username", None) or "")
+    if r is None or not topic:
+        return False
+    filters = r.write if action == "publish" else r.read
+    return any(topic_matches(f, topic) for f in filters)
+
+
+def _build_plugins() -> dict[str, Any]:
+    """Build the plugin classes on first use (amqtt takes 0.2 s to import)."""
+    if not _PLUGINS:
         # amqtt is imported only in the broker's own process
-        from amqtt.plugins.base import BaseAuthPlugin
+        from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 
-        class OpenAuthPlugin(BaseAuthPlugin):
-            """Admit every client (with or without credentials) as a regular, named session.
-
-            So a persistent session (``clean_session=False``) gets its QoS 1 messages queued
-            while it is offline, as with mosquitto.
-            """
+        class NodeAuthPlugin(BaseAuthPlugin):
+            """Admit clients as regular, named sessions (so a persistent session gets its QoS 1
+            messages queued while it is offline, as with Mosquitto); with ``passwd_file``, only
+            its users with their passwords, each with a client id of its own (see
+            :func:`amqtt_config`)."""
 
             @dataclass
             class Config:
-                """No options."""
+                """``passwd_file``: a Mosquitto 2 password file, or empty to admit everyone."""
+
+                passwd_file: str = ""
+
+            def __init__(self, context: Any) -> None:
+                super().__init__(context)
+                path = self.config.passwd_file
+                self.users = parse_passwd(Path(path).read_text()) if path else None
 
             async def authenticate(self, *, session: Any) -> bool:
-                session.is_anonymous = False
-                # amqtt 0.12 reuses a disconnected session that is still waiting for its
-                # cleanup when the same client id reconnects with clean_session=0, and keeps
-                # the old session's clean flag: the new persistent session would then be
-                # treated as a clean one (nothing queued while offline). A disconnected clean
-                # session can only reach this point through that path, so fix the flag.
-                state = getattr(getattr(session, "transitions", None), "state", None)
-                if session.clean_session and state == "disconnected":
-                    session.clean_session = False
-                    session.parent = 0  # no session was present, as MQTT 3.1.1 says
-                return True
+                return _admit(session, self.users)
 
-        OpenAuthPlugin.__module__ = __name__
-        _PLUGIN = OpenAuthPlugin
-    return _PLUGIN
+        class NodeTopicPlugin(BaseTopicPlugin):
+            """Apply a Mosquitto ACL file to publish, subscribe and receive (see
+            :func:`amqtt_config`)."""
+
+            @dataclass
+            class Config:
+                """``acl_file``: an ACL file as :func:`clustersim.broker.acl.acl_text` writes."""
+
+                acl_file: str = ""
+
+            def __init__(self, context: Any) -> None:
+                super().__init__(context)
+                self.rights = parse_acl(Path(self.config.acl_file).read_text())
+
+            async def topic_filtering(
+                self, *, session: Any = None, topic: str | None = None, action: Any = None
+            ) -> bool:
+                return _permitted(self.rights, session, topic or "", str(action))
+
+        for cls in (NodeAuthPlugin, NodeTopicPlugin):
+            cls.__module__ = __name__
+            _PLUGINS[cls.__name__] = cls
+    return _PLUGINS
 
 
 def __getattr__(name: str) -> Any:
-    # amqtt loads plugins by dotted path: ``clustersim.broker.embedded.OpenAuthPlugin``
-    if name == "OpenAuthPlugin":
-        return _open_auth_plugin()
+    # amqtt loads plugins by dotted path: ``clustersim.broker.embedded.NodeAuthPlugin``
+    if name in ("NodeAuthPlugin", "NodeTopicPlugin"):
+        return _build_plugins()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -160,17 +235,19 @@ def _quiet_logging() -> None:
         broker_log.addFilter(_not_a_probe)
 
 
-async def _start_amqtt(host: str, port: int) -> Any:
+async def _start_amqtt(host: str, port: int, auth_dir: Path | None = None) -> Any:
     from amqtt.broker import Broker  # imported late: amqtt is slow to import
 
     _quiet_logging()
-    broker = Broker(amqtt_config(host, port))
+    broker = Broker(amqtt_config(host, port, auth_dir))
     await broker.start()
     return broker
 
 
-async def _run_until(host: str, port: int, stop: asyncio.Event) -> None:
-    broker = await _start_amqtt(host, port)
+async def _run_until(
+    host: str, port: int, stop: asyncio.Event, auth_dir: Path | None = None
+) -> None:
+    broker = await _start_amqtt(host, port, auth_dir)
     try:
         await stop.wait()
     finally:
@@ -208,6 +285,15 @@ class EmbeddedBroker(LocalBroker):
     Use as a context manager (``with EmbeddedBroker() as b: ... b.url``) or call
     :meth:`start` and :meth:`stop`. ``start_timeout_s`` bounds the wait for the port to accept
     connections (seconds).
+
+    With ``nodes`` (the plant and agent names of a run) the broker admits only those nodes,
+    each with a password drawn for this broker, and applies the ACL ``clustersim acl`` writes
+    for Mosquitto (:func:`amqtt_config`); :meth:`url_for` is a node's URL with its credentials.
+    The files live in a private temporary folder removed by :meth:`stop`.
+
+    With ``keep_alive`` (a broker in a child process), a watcher restarts the broker on its port
+    when the process dies; clients reconnect as to a restarted Mosquitto. ``restarts`` lists
+    why it died each time; ``failure`` says why it could not be restarted, if so.
     """
 
     def __init__(
@@ -217,7 +303,19 @@ class EmbeddedBroker(LocalBroker):
         *,
         in_process: bool = False,
         start_timeout_s: float = 20.0,
+        nodes: Sequence[str] | None = None,
+        keep_alive: bool = False,
     ):
+        self.auth_dir: Path | None = None
+        self._passwords: dict[str, str] = {}
+        if nodes is not None:
+            self.auth_dir = Path(tempfile.mkdtemp(prefix="clustersim-broker-"))
+            self._passwords = write_acl_files(list(nodes), self.auth_dir).passwords
+        self.keep_alive = keep_alive and not in_process
+        self.restarts: list[str] = []
+        self.failure: str | None = None
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
         self.host = host
         self.port = port if port is not None else free_port(host)
         self.in_process = in_process
@@ -233,6 +331,13 @@ class EmbeddedBroker(LocalBroker):
     def url(self) -> str:
         """``mqtt://host:port`` of the broker."""
         return f"mqtt://{self.host}:{self.port}"
+
+    def url_for(self, node: str) -> str:
+        """``mqtt://node:password@host:port``: node's URL (``url`` on an open broker)."""
+        password = self._passwords.get(node)
+        if password is None:
+            return self.url
+        return f"mqtt://{quote(node, safe='')}:{quote(password, safe='')}@{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -261,10 +366,40 @@ class EmbeddedBroker(LocalBroker):
             self.stop()
             raise
         log.debug("embedded broker listening on %s", self.url)
+        if self.keep_alive and self._watcher is None:
+            self._stopping.clear()
+            self._watcher = threading.Thread(
+                target=self._watch, name=f"amqtt-watch-{self.port}", daemon=True
+            )
+            self._watcher.start()
         return self
 
-    def stop(self) -> None:
-        """Stop the broker (idempotent); every session and queued message is forgotten."""
+    def _watch(self) -> None:
+        """Restart the broker process whenever it dies, until :meth:`stop`."""
+        while not self._stopping.wait(0.2):
+            proc = self._proc
+            if proc is None or proc.poll() is None:
+                continue
+            reason = self._process_died() or "exited"
+            log.warning("embedded broker died (%s); restarting it on port %d", reason, self.port)
+            self._proc = None
+            try:
+                self.start()
+            except BrokerError as e:
+                self.failure = f"embedded broker died ({reason}) and did not restart: {e}"
+                log.error("%s", self.failure)
+                return
+            self.restarts.append(reason)
+
+    def stop(self, *, keep_files: bool = False) -> None:
+        """Stop the broker (idempotent); every session and queued message is forgotten, and
+        the password and ACL files are removed unless ``keep_files``."""
+        self._stopping.set()
+        if self.auth_dir is not None and not keep_files:
+            shutil.rmtree(self.auth_dir, ignore_errors=True)
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout=self.start_timeout_s + 1.0)
         if self._proc is not None:
             proc, self._proc = self._proc, None
             if proc.poll() is None:
@@ -297,11 +432,11 @@ class EmbeddedBroker(LocalBroker):
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait(timeout=5.0)
-        self.stop()
+        self.stop(keep_files=True)
 
     def restart(self) -> EmbeddedBroker:
         """Stop the broker if it runs and start a fresh one on the same port."""
-        self.stop()
+        self.stop(keep_files=True)
         return self.start()
 
     def __repr__(self) -> str:
@@ -322,6 +457,8 @@ class EmbeddedBroker(LocalBroker):
             str(self.port),
             "--exit-on-stdin-eof",
         ]
+        if self.auth_dir is not None:
+            cmd += ["--auth-dir", str(self.auth_dir)]
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         try:
@@ -353,7 +490,7 @@ class EmbeddedBroker(LocalBroker):
                 stop = asyncio.Event()
                 self._stop_event = stop
                 ready.set()
-                loop.run_until_complete(_run_until(self.host, self.port, stop))
+                loop.run_until_complete(_run_until(self.host, self.port, stop, self.auth_dir))
             except BaseException as e:
                 self._thread_error = e
             finally:
@@ -384,7 +521,7 @@ def serve(host: str = "127.0.0.1", port: int = 1883) -> None:
         pass
 
 
-async def _serve(host: str, port: int, *, watch_stdin: bool) -> None:
+async def _serve(host: str, port: int, *, watch_stdin: bool, auth_dir: Path | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -400,7 +537,7 @@ async def _serve(host: str, port: int, *, watch_stdin: bool) -> None:
 
         threading.Thread(target=wait_eof, daemon=True).start()
     try:
-        await _run_until(host, port, stop)
+        await _run_until(host, port, stop, auth_dir)
     except OSError as e:
         raise BrokerError(f"embedded broker cannot listen on {host}:{port}: {e}") from None
     except Exception as e:  # amqtt wraps bind errors in its own BrokerError
@@ -413,10 +550,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=1883)
     p.add_argument("--exit-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--auth-dir", type=Path, default=None, help="folder with passwd and acl")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(_serve(args.host, args.port, watch_stdin=args.exit_on_stdin_eof))
+        asyncio.run(
+            _serve(args.host, args.port, watch_stdin=args.exit_on_stdin_eof, auth_dir=args.auth_dir)
+        )
     except KeyboardInterrupt:
         return 0
     except BrokerError as e:

@@ -130,6 +130,8 @@ FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 """A finite number (JSON integers are accepted, booleans and strings are not)."""
 Counter_ = Annotated[int, Strict(), Field(ge=0, le=MAX_SEQ)]
 NonNegFloat = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+Digest = Annotated[str, Strict(), StringConstraints(pattern=r"^[0-9a-f]{1,64}$")]
+"""A digest in lowercase hex."""
 
 
 class _Model(BaseModel):
@@ -274,11 +276,23 @@ class BoundaryBody(_Model):
 
 
 class ClockBody(_Model):
-    """The simulation clock: simulated time ``t_s`` and, for a control interval, its deadline."""
+    """The simulation clock: simulated time ``t_s`` and, for a control interval, its deadline.
+
+    A ``start`` carries the plant's ``scenario`` fingerprint (resolved scenario key → a digest
+    of its value, :func:`clustersim.assemble.identity.scenario_fingerprint`); an agent whose own
+    differs refuses the run (:meth:`differing_keys`).
+    """
 
     event: Literal["start", "tick", "stop"] = "tick"
     t_s: NonNegFloat
     deadline_s: NonNegFloat | None = None
+    scenario: dict[Label, Digest] = Field(default_factory=dict, max_length=2000)
+
+    def differing_keys(self, mine: Mapping[str, str]) -> list[str]:
+        """The keys whose digests differ between ``scenario`` and ``mine``, or that only one
+        of them has."""
+        theirs = self.scenario
+        return sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
 
 
 class StatusBody(_Model):
@@ -667,6 +681,9 @@ class Inbox:
     ``dst`` is neither ``me`` nor :data:`BROADCAST`. ``check`` is an extra test run on an
     otherwise valid envelope (the plant's physical-range check): it returns ``None`` to accept or
     a short reason to refuse; a ``MessageError`` it raises counts as reason ``range``.
+    ``verify`` checks a message's signature before anything else is read of it
+    (:meth:`clustersim.broker.auth.Keyring.verify`: topic, sender, payload → the signed envelope,
+    or :class:`EnvelopeError` with reason ``auth``); without it messages are taken unsigned.
 
     ``seen`` keeps every ``(src, seq)`` accepted per kind with a digest of its payload. A repeat
     with the same payload is a redelivery (MQTT QoS 1 delivers at least once; a node re-sends its
@@ -683,6 +700,7 @@ class Inbox:
         run_id: str | None = None,
         me: str | None = None,
         check: Callable[[Envelope], str | None] | None = None,
+        verify: Callable[[str, str, bytes], bytes] | None = None,
     ):
         self._acl: dict[str, list[tuple[str, str]]] = {}
         for kind, rules in acl.items():
@@ -692,6 +710,7 @@ class Inbox:
         self.run_id = run_id
         self.me = me
         self._check = check
+        self._verify = verify
         self.seen: dict[tuple[str, str], dict[int, bytes]] = {}
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
@@ -704,7 +723,12 @@ class Inbox:
     def check(self, topic: str, payload: bytes) -> Verdict:
         """Judge one message; counts and logs a refusal. Never raises for bad input."""
         try:
-            env = decode(payload, topic=topic)
+            signed = payload
+            bytes_like = isinstance(payload, bytes | bytearray | memoryview)
+            if self._verify is not None and bytes_like and len(payload) <= MAX_PAYLOAD_BYTES:
+                _, _, src, _ = parse_topic(topic)
+                signed = self._verify(topic, src, bytes(payload))
+            env = decode(signed, topic=topic)
         except EnvelopeError as e:
             return self._refuse(e.reason, str(e), topic)
         if self.run_id is not None and env.run_id != self.run_id:

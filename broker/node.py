@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from clustersim.broker.auth import Keyring
 from clustersim.broker.envelope import (
     BROADCAST,
     MAX_SEQ,
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 
 WINDOW = 512
 """messages kept for re-sending after a reconnect"""
+RESEND_MIN_S = 1.0
+"""least wall time between two re-sends of a node's window (seconds)"""
 REFUSED_KEPT = 1000
 """refused messages a node keeps rows for (the latest); their counts by reason are complete"""
 REFUSED_SAMPLE = 50
@@ -111,11 +114,14 @@ class Node:
         me: str,
         acl: Mapping[str, Iterable[AclRule]],
         check: Any = None,
+        keys: Keyring | None = None,
     ) -> None:
         self.transport = transport
         self.run_id = run_id
         self.me = me
-        self.inbox = Inbox(acl, run_id=run_id, me=me, check=check)
+        self.keys = keys.of(me) if keys is not None else None
+        verify = self.keys.verify if self.keys is not None else None
+        self.inbox = Inbox(acl, run_id=run_id, me=me, check=check, verify=verify)
         self._seq: Counter[str] = Counter()
         self._window: dict[tuple[str, int], bytes] = {}
         self._filed: dict[tuple[str, str, int, int], tuple[Envelope, int]] = {}
@@ -137,17 +143,28 @@ class Node:
         """transport events other nodes reported with ``log`` messages of level info"""
         self.sent: Counter[str] = Counter()
         self.bytes_sent = 0
+        self.resends = 0
+        """times this node sent its window again"""
+        self._last_resend = -math.inf
+        self._resend_later: asyncio.Task[None] | None = None
         self._started = False
+        self.online_at_start = True
+        """whether :meth:`start` announces the node online"""
         transport.on_reconnect = self._reconnected
 
     # ------------------------------------------------------------------ setup
     async def start(self) -> None:
-        """Connect, subscribe to the messages for this node and its broadcasts, go online."""
+        """Connect, subscribe to the messages for this node and its broadcasts, and go online
+        (unless :attr:`online_at_start` is false: a node that answers the clock's start
+        instead); nothing when started already."""
+        if self._started:
+            return
         await self.transport.start()
         await self.transport.subscribe(topic_filter(self.run_id, dst=self.me))
         await self.transport.subscribe(topic_filter(self.run_id, dst=BROADCAST))
         self._started = True
-        await self.status("online")
+        if self.online_at_start:
+            await self.status("online")
 
     async def close(self, state: str = "offline", reason: str = "") -> None:
         """Announce ``state`` with ``reason`` and close the transport; nothing when not started."""
@@ -155,8 +172,10 @@ class Node:
             try:
                 await self.status(state, reason)
             finally:
-                await self.transport.close()
                 self._started = False
+                if self._resend_later is not None:
+                    self._resend_later.cancel()
+                await self.transport.close()
 
     async def status(self, state: str, reason: str = "") -> None:
         """Broadcast a ``status`` message: ``state`` (``online``, ``offline``, ...), ``reason``."""
@@ -187,8 +206,24 @@ class Node:
         await self._resend()
 
     async def _resend(self) -> None:
+        """Send the window again, at most once per :data:`RESEND_MIN_S`: a request within that
+        time after the last re-send is served once when it has passed (so announcements in a
+        burst cost one re-send, and the last of them is still served)."""
+        loop = asyncio.get_running_loop()
+        wait = self._last_resend + RESEND_MIN_S - loop.time()
+        if wait > 0:
+            if self._resend_later is None or self._resend_later.done():
+                self._resend_later = asyncio.ensure_future(self._resend_after(wait))
+            return
+        self._last_resend = loop.time()
+        self.resends += 1
         for (topic, _), payload in list(self._window.items()):
             await self.transport.publish(topic, payload)
+
+    async def _resend_after(self, wait_s: float) -> None:
+        await asyncio.sleep(wait_s)
+        if self._started:
+            await self._resend()
 
     # ---------------------------------------------------------------- sending
     async def send(
@@ -217,6 +252,8 @@ class Node:
             fields["body"] = body
         env = make_envelope(kind, **fields)
         payload = encode(env)
+        if self.keys is not None:
+            payload = self.keys.sign(env.topic, payload)
         if kind not in ("status", "log"):
             self._window[(env.topic, seq)] = payload
             while len(self._window) > WINDOW:

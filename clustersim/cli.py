@@ -2,7 +2,10 @@
 partition-compare | broker | acl | plant | agent | compare | sweep | reproduce | report``.
 
 Errors a user can cause (a bad scenario, an unknown case) end in one line on stderr and exit
-code 2, never a traceback (:func:`command`, the one error rule of the command line).
+code 2, never a traceback (:func:`command`, the one error rule of the command line). Ctrl-C
+(SIGINT) and SIGTERM stop a command within about 2 s with one line, ``interrupted``, and exit
+code 130 (SIGINT) or 143 (SIGTERM, 128 + 15 as shells report a process it ended); a run's
+agents and embedded broker are stopped with it.
 
 Each command imports what it runs inside its function: pandapower and simbench take 2–3 s to
 import, which ``clustersim --help`` and the commands that do not need them should not pay.
@@ -10,17 +13,21 @@ import, which ``clustersim --help`` and the commands that do not need them shoul
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType, TracebackType
 from typing import Annotated, Any, NoReturn, ParamSpec
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -37,37 +44,114 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 P = ParamSpec("P")
+_KeysOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--keys", help="keys.toml of `clustersim acl` (default: CLUSTERSIM_KEYS_FILE)"
+    ),
+]
+_OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite", help="replace the contents of --out when it is a non-empty results folder"
+    ),
+]
 
 
 def _fail(exc: Exception) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
 def command(name: str | None = None) -> Callable[[Callable[P, None]], Callable[P, None]]:
     """Register a CLI command with the one error rule of the command line: a user's error
     (:class:`~clustersim.errors.ClusterSimError`; ``OSError``: a folder not writable, a disk
-    full, a missing file) ends in one line on stderr and exit code 2; Ctrl-C ends in one line
-    (naming the folder of the finished runs, for experiments) and exit code 130."""
+    full, a missing file, each naming its path) ends in one line on stderr (the message as
+    text, never read as markup) and exit code 2; Ctrl-C ends in one line (naming the folder of
+    the finished runs, for experiments) and exit code 130, SIGTERM the same way
+    (:class:`_Interrupts`) with exit code 143."""
 
     def register(fn: Callable[P, None]) -> Callable[P, None]:
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+            term = _Interrupts()
             try:
-                fn(*args, **kwargs)
+                with term:
+                    fn(*args, **kwargs)
             except (ClusterSimError, OSError) as exc:
                 _fail(exc)
             except _Interrupted as exc:
-                err_console.print(f"[bold red]interrupted[/]: the finished runs are in {exc.out}")
-                raise typer.Exit(code=130) from None
+                err_console.print(
+                    f"[bold red]interrupted[/]{term.by}: the finished runs are in {exc.out}"
+                )
+                raise typer.Exit(code=term.exit_code) from None
             except KeyboardInterrupt:
-                err_console.print("[bold red]interrupted[/]")
-                raise typer.Exit(code=130) from None
+                err_console.print(f"[bold red]interrupted[/]{term.by}")
+                raise typer.Exit(code=term.exit_code) from None
 
         app.command(name)(wrapper)
         return wrapper
 
     return register
+
+
+class _Interrupts:
+    """While active (in the main thread; elsewhere nothing changes): Ctrl-C (SIGINT) and
+    SIGTERM raise ``KeyboardInterrupt`` where the main thread is, through the SIGINT handler in
+    force (Python's), or directly for SIGTERM when SIGINT is ignored (a process started in the
+    background; SIGINT then stays ignored). From the first of them on, logging is off until the
+    command ends: the command's one line says what happened, and the connections, processes and
+    broker it stops on purpose are no warnings. :attr:`exit_code` and :attr:`by` tell the two
+    signals apart."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._saved: dict[int, Any] = {}
+        self._logging: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """130 after Ctrl-C (128 + SIGINT), 143 after SIGTERM (128 + SIGTERM)."""
+        return 128 + (self.signum or signal.SIGINT)
+
+    @property
+    def by(self) -> str:
+        """What follows "interrupted" on its line: which signal, when it was SIGTERM."""
+        return " (SIGTERM)" if self.signum == signal.SIGTERM else ""
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+            self._logging = logging.root.manager.disable
+            logging.disable(logging.CRITICAL)
+        handler = self._saved.get(signal.SIGINT, signal.getsignal(signal.SIGINT))
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old = signal.getsignal(sig)
+                if sig == signal.SIGINT and not callable(old):
+                    continue  # ignored (or not Python's): left as it is
+                self._saved[sig] = old
+                signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for sig, old in self._saved.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+        self._saved.clear()
+        if self._logging is not None:
+            logging.disable(self._logging)
+            self._logging = None
 
 
 @command()
@@ -86,15 +170,27 @@ def run(
         str | None,
         typer.Option(help="mqtt://[user:pass@]host:port (default: the scenario's, else embedded)"),
     ] = None,
+    overwrite: _OverwriteOpt = False,
 ) -> None:
     """Run a scenario and write its results folder."""
     _run(
-        scenario, out, seed, [*(set_ or []), *([f"comm.broker={broker}"] if broker else [])], quiet
+        scenario,
+        out,
+        seed,
+        [*(set_ or []), *([f"comm.broker={broker}"] if broker else [])],
+        quiet,
+        overwrite=overwrite,
     )
 
 
 def _run(
-    scenario: str, out: Path | None, seed: int | None, overrides: list[str], quiet: bool
+    scenario: str,
+    out: Path | None,
+    seed: int | None,
+    overrides: list[str],
+    quiet: bool,
+    *,
+    overwrite: bool = False,
 ) -> None:
     from clustersim.runner import run_scenario
     from clustersim.scenario import load_scenario
@@ -114,6 +210,7 @@ def _run(
         result = run_scenario(
             sc,
             out,
+            overwrite=overwrite,
             on_start=lambda n: bar.update(task, total=n),
             progress=lambda k: bar.update(task, completed=k),
         )
@@ -365,8 +462,8 @@ def acl(
         list[str] | None, typer.Option("--set", help="override a scenario key (repeatable)")
     ] = None,
 ) -> None:
-    """Write Mosquitto password and ACL files: each agent may publish only its own topics and
-    only the plant may publish measurements."""
+    """Write Mosquitto password and ACL files (each agent may publish only its own topics and
+    only the plant may publish measurements) and the nodes' message keys (keys.toml)."""
     from clustersim.assemble.build import agent_names
     from clustersim.broker.acl import write_acl_files
     from clustersim.scenario import load_scenario
@@ -378,7 +475,7 @@ def acl(
     except ValueError as exc:  # a node name that cannot be a broker user name
         raise ClusterSimError(str(exc)) from None
     console.print(f"nodes: plant, {', '.join(names) or '(no agents)'}")
-    for p in (files.passwd_path, files.acl_path, files.credentials_path):
+    for p in (files.passwd_path, files.acl_path, files.credentials_path, files.keys_path):
         console.print(f"wrote {p}")
 
 
@@ -392,14 +489,23 @@ def plant(
         list[str] | None, typer.Option("--set", help="override a scenario key (repeatable)")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    keys: _KeysOpt = None,
+    overwrite: _OverwriteOpt = False,
 ) -> None:
     """Run the plant of a scenario; its agents are started elsewhere with `clustersim agent`."""
     _run(
         scenario,
         out,
         seed,
-        [*(set_ or []), f"comm.broker={broker}", "comm.transport=mqtt", "run.agents=external"],
+        [
+            *(set_ or []),
+            f"comm.broker={broker}",
+            "comm.transport=mqtt",
+            "run.agents=external",
+            *([f"comm.keys={keys}"] if keys else []),
+        ],
         quiet,
+        overwrite=overwrite,
     )
 
 
@@ -412,15 +518,23 @@ def agent(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override a scenario key (repeatable)")
     ] = None,
+    keys: _KeysOpt = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", help="the run to join (default: the plant's, from its start)"),
+    ] = None,
 ) -> None:
-    """Run one agent of a scenario against a broker until the plant ends the run."""
+    """Run one agent of a scenario against a broker until the plant ends the run (exit 0), the
+    plant's scenario differs from this one, or the plant goes silent (exit 2, one line)."""
     from clustersim.broker.transport import without_password
-    from clustersim.cosim.run import serve_agent
+    from clustersim.cosim.run import run_interruptible, serve_agent
     from clustersim.scenario import load_scenario
 
     sc = load_scenario(scenario, overrides=set_ or [], seed=seed)
     console.print(f"agent {cluster} of {sc.name or scenario} on {without_password(broker)}")
-    asyncio.run(serve_agent(sc, cluster, broker))
+    run_interruptible(  # Ctrl-C and SIGTERM stop it within about 2 s, even mid-solve
+        serve_agent(sc, cluster, broker, run_id=run_id, keys_file=str(keys) if keys else None)
+    )
     console.print(f"agent {cluster}: run over")
 
 
@@ -539,16 +653,24 @@ def compare(
     set_: _SetOpt = None,
     jobs: _JobsOpt = 1,
     quiet: _QuietOpt = False,
+    overwrite: _OverwriteOpt = False,
 ) -> None:
     """Run scenarios on identical plant, profiles and seed; write and print the KPI table
     (compare.csv, compare.md) and the overlay figures."""
-    from clustersim.studies.compare import run_compare, write_compare
+    from clustersim.studies.compare import compare as run_compare
     from clustersim.studies.jobs import default_out
 
     out = out or default_out("compare")
     with _experiment_bar(quiet, jobs == 1) as hooks:
-        got = run_compare(scenarios, out, overrides=set_ or [], seed=seed, n_jobs=jobs, hooks=hooks)
-        res = write_compare(got)
+        res = run_compare(
+            scenarios,
+            out,
+            overrides=set_ or [],
+            seed=seed,
+            n_jobs=jobs,
+            hooks=hooks,
+            overwrite=overwrite,
+        )
     _print_frame(res.shown, "compare")
     _end_experiment(out, res.outcomes)
 
@@ -576,6 +698,7 @@ def sweep(
     ] = None,
     jobs: _JobsOpt = 1,
     quiet: _QuietOpt = False,
+    overwrite: _OverwriteOpt = False,
 ) -> None:
     """Run a scenario over a parameter grid (with repeats, in processes); write sweep.parquet,
     sweep.csv and KPI-vs-parameter figures."""
@@ -586,7 +709,7 @@ def sweep(
     out = out or default_out("sweep", plan.name)
     with _results_in(out):
         with _experiment_bar(quiet, jobs == 1) as hooks:
-            res = run_sweep(plan, out, n_jobs=jobs, kpis=kpi, hooks=hooks)
+            res = run_sweep(plan, out, n_jobs=jobs, kpis=kpi, hooks=hooks, overwrite=overwrite)
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     _print_frame(res.shown, f"sweep of {plan.name}")
@@ -606,6 +729,7 @@ def reproduce(
     set_: _SetOpt = None,
     jobs: _JobsOpt = 1,
     quiet: _QuietOpt = False,
+    overwrite: _OverwriteOpt = False,
 ) -> None:
     """Reproduce a study of the source papers: its table (CSV, Markdown, printed) and figures."""
     from clustersim.studies.jobs import default_out
@@ -618,7 +742,14 @@ def reproduce(
     with _results_in(out):
         with _experiment_bar(quiet, jobs == 1) as hooks:
             res = run_study(
-                name, out, quick=quick, overrides=set_ or [], seed=seed, n_jobs=jobs, hooks=hooks
+                name,
+                out,
+                quick=quick,
+                overrides=set_ or [],
+                seed=seed,
+                n_jobs=jobs,
+                hooks=hooks,
+                overwrite=overwrite,
             )
     _print_frame(res.shown, f"{name}{' (quick)' if quick else ''}")
     _end_experiment(out, res.outcomes)
@@ -628,10 +759,18 @@ def reproduce(
 def report(
     folder: Annotated[Path, typer.Argument(help="a run, compare, sweep or reproduce folder")],
 ) -> None:
-    """(Re)write FOLDER/report.html from the tables and figures in the folder."""
-    from clustersim.results.report import detect_kind, write_report
+    """(Re)write FOLDER/report.html from the tables and figures in the folder; warn (one line on
+    stderr, and in the page) when the folder is not marked complete."""
+    from clustersim.results.report import completion_warning, detect_kind, write_report
 
     path = write_report(folder, detect_kind(folder))
+    warning = completion_warning(folder)
+    if warning is not None:
+        err_console.print(
+            f"[bold yellow]warning:[/] {escape(f'{folder}: {warning}')}",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"report: [bold]{path}[/]")
 
 

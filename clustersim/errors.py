@@ -50,3 +50,8 @@ class BrokerError(ClusterSimError):
 
 class MessageError(ClusterSimError):
     """A message failed validation (schema, sender, duplicate, physical range)."""
+
+
+class RunError(ClusterSimError):
+    """A run ended other than it was asked to: an agent lost for good (its results are
+    written first), or, for an external agent, the plant gone silent."""

@@ -181,6 +181,15 @@ class CommConfig(ChannelSettings):
     agent_timeout_s: float = _positive(
         1800.0, "simulated seconds without an applied setpoint before local fallback", le=DAY_S
     )
+    keys: str = Field(
+        default="",
+        description="keys.toml of `clustersim acl` (message keys); needed with external agents",
+    )
+    accept_fallback: bool = Field(
+        default=False,
+        description="a run that lost an agent for good (its devices under local fallback to "
+        "the end) exits 0; otherwise it exits non-zero after writing its results",
+    )
 
 
 class RunConfig(_Table):

@@ -217,7 +217,8 @@ def check_topology(net: pp.pandapowerNet, name: str | None = None) -> None:
 
     Raises :class:`CaseError` (one line naming the case: ``name``, else ``net.name``) when no
     in-service ext_grid sits on an in-service bus, when in-service buses are islanded
-    (:func:`islanded_buses`) or when the operating topology is meshed (:func:`is_radial` false).
+    (:func:`islanded_buses`) or when the operating topology is not one radial feeder
+    (:func:`is_radial` false): separate parts each with its own ext_grid, or meshed.
     """
     where = f"case {name or net.name or '(unnamed)'}"
     eg = net.ext_grid[net.ext_grid.in_service]
@@ -231,7 +232,13 @@ def check_topology(net: pp.pandapowerNet, name: str | None = None) -> None:
             f"switches): {_bus_list(net, islanded, 6)}; reconnect them or set them out of service"
         )
     if not is_radial(net):
-        loops: list[list[int]] = nx.cycle_basis(nx.Graph(operating_graph(net)))
+        graph = nx.Graph(operating_graph(net))
+        if not nx.is_connected(graph):
+            raise CaseError(
+                f"{where}: the network is not connected: {nx.number_connected_components(graph)} "
+                "separate parts, each fed by its own ext_grid; the plant needs one radial feeder"
+            )
+        loops: list[list[int]] = nx.cycle_basis(graph)
         shortest: list[int] = min(loops, key=len, default=[])
         through = f"; one through buses {_bus_list(net, sorted(shortest), 12)}" if shortest else ""
         raise CaseError(

@@ -27,10 +27,8 @@ import pandas as pd
 
 from clustersim.agents.control import Controller
 from clustersim.agents.local import LocalController
-from clustersim.agents.node import (
-    PLANT,
-    meas_body,
-)
+from clustersim.agents.node import MISMATCH, PLANT, meas_body
+from clustersim.broker.auth import Keyring
 from clustersim.broker.channel import Channel
 from clustersim.broker.clock import RealtimeClock
 from clustersim.broker.envelope import BROADCAST, Envelope, MessageRecord, SetpointMsg
@@ -81,6 +79,9 @@ class CosimSettings:
     agent_timeout_s: float = 1800.0
     speed: float | None = None
     """real time: simulated seconds per wall second; ``None``: virtual time"""
+    fingerprint: dict[str, str] = field(default_factory=dict)
+    """the resolved scenario's fingerprint, sent with the clock's start for the agents to
+    compare with their own"""
 
 
 @dataclass
@@ -112,6 +113,7 @@ class PlantNode(Node):
         settings: CosimSettings,
         local_settings: Any = None,
         progress: Callable[[int], None] | None = None,
+        keys: Keyring | None = None,
     ) -> None:
         self.plant = plant
         self.channel = channel
@@ -126,7 +128,7 @@ class PlantNode(Node):
             "status": ["*"],
             "log": ["*"],
         }
-        super().__init__(transport, run_id=run_id, me=PLANT, acl=acl, check=self._check)
+        super().__init__(transport, run_id=run_id, me=PLANT, acl=acl, check=self._check, keys=keys)
         self.spi = max(1, settings.interval_s // plant.plant_step_s)
         self.n_intervals = -(-plant.n_steps // self.spi)
         self.current = 0
@@ -161,12 +163,18 @@ class PlantNode(Node):
         loop = asyncio.get_running_loop()
         end = loop.time() + self.cfg.startup_timeout_s
         waiting = {s.name for s in self.specs}
+        start = {"event": "start", "t_s": 0.0, "scenario": self.cfg.fingerprint}
         while waiting and loop.time() < end:
-            await self.send("clock", BROADCAST, body={"event": "start", "t_s": 0.0})
+            await self.send("clock", BROADCAST, body=start)
             stop = min(end, loop.time() + 1.0)
             while waiting and loop.time() < stop:
                 await self.pump(max(0.01, stop - loop.time()))
                 waiting -= {e.src for e in self.statuses if e.body.state == "online"}
+                for e in self.statuses:
+                    if e.src in waiting and e.body.reason.startswith(MISMATCH):
+                        waiting.discard(e.src)
+                        self.dead.add(e.src)
+                        await self.fault("mismatch", f"agent {e.src}: {e.body.reason}", 0)
         for name in sorted(waiting):
             self.dead.add(name)
             await self.fault("startup", f"agent {name} did not come online", 0)
@@ -462,6 +470,7 @@ def comm_summary(node: PlantNode) -> dict[str, Any]:
         "coordination_rounds_mean": round(float(np.mean(rounds)), 3) if rounds else 0.0,
         "boundary_mismatch_pu": mismatch,
         "faults": faults,
+        "agents_lost": sorted(node.dead),
         "messages_duplicate": int(node.inbox.duplicates),
         "transport_events": [e.as_dict() for e in node.transport_events]
         + [

@@ -7,6 +7,8 @@ can be mailed or archived as one file. Every text taken from the folder is escap
 
 What a page holds:
 
+- every kind: a warning first when the folder is not marked complete
+  (:func:`completion_warning`);
 - run: header (scenario, mode, case, seed, horizon), warnings (faults, failed power flows,
   broken partition constraints), a card grid of the headline KPIs, the figures with captions
   naming the table each is drawn from, the partition (clusters, pilot buses, metrics), agents
@@ -30,6 +32,7 @@ import html
 import importlib.resources
 import json
 import math
+import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,10 +44,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from clustersim.errors import ClusterSimError
-from clustersim.fileio import write_text
+from clustersim.fileio import RUNNING, incomplete_reason, read_marker, write_text
 from clustersim.results.figures import figure_info
 
-__all__ = ["ReportKind", "detect_kind", "write_report"]
+__all__ = ["ReportKind", "completion_warning", "detect_kind", "write_report"]
 
 ReportKind = Literal["run", "compare", "sweep", "reproduce"]
 KINDS: tuple[str, ...] = ("run", "compare", "sweep", "reproduce")
@@ -183,10 +186,33 @@ def detect_kind(folder: Path) -> ReportKind:
         return "reproduce"
     if (folder / "summary.json").is_file():
         return "run"
+    marker = read_marker(folder)
+    if marker is not None and marker.get("complete") is not True:
+        raise ClusterSimError(
+            f"{folder} is an incomplete results folder without a report to draw (no "
+            f"summary.json yet): {incomplete_reason(folder)}"
+        )
     raise ClusterSimError(
         f"{folder} is not a results folder (no summary.json, compare.json, sweep.json or "
         "reproduce.json)"
     )
+
+
+def completion_warning(folder: Path) -> str | None:
+    """One line when ``folder`` is not marked complete: its ``complete.json`` is absent, says
+    incomplete and why, or lists a file that is gone
+    (:func:`clustersim.fileio.incomplete_reason`). ``None`` when it is complete, and while this
+    very process is writing the folder (the report drawn as its last file before the marker)."""
+    doc = read_marker(folder) or {}
+    if doc.get("reason") == RUNNING and doc.get("pid") == os.getpid():
+        return None
+    why = incomplete_reason(folder)
+    return None if why is None else f"incomplete results folder: {why}"
+
+
+def _completion_notes(folder: Path) -> list[str]:
+    warning = completion_warning(folder)
+    return [] if warning is None else [warning]
 
 
 # ----------------------------------------------------------------------------- html pieces
@@ -817,7 +843,11 @@ def _run_report(folder: Path) -> str:
     run = _run_info(folder)
     if not run.summary:
         raise ClusterSimError(f"{folder}: no readable summary.json; not a run results folder")
-    body = _notes_box(_notes(run), bad=bool(run.get("faults") or run.get("powerflow_failures")))
+    done = _completion_notes(folder)
+    body = _notes_box(
+        [*done, *_notes(run)],
+        bad=bool(done or run.get("faults") or run.get("powerflow_failures")),
+    )
     body += _section(
         "kpis",
         "KPIs",
@@ -1165,7 +1195,7 @@ def _compare_report(folder: Path) -> str:
     title = "compare: " + (" vs ".join(str(x) for x in labels) if labels else folder.name)
     if isinstance(meta, Mapping) and meta.get("title"):
         title = str(meta["title"])
-    notes = _study_notes(meta, df, runs)
+    notes = [*_completion_notes(folder), *_study_notes(meta, df, runs)]
     body = _notes_box(notes, bad=bool(notes))
     body += _run_cards(folder, runs)
     body += _compare_table(df, "compare.csv")
@@ -1201,7 +1231,7 @@ def _sweep_report(folder: Path) -> str:
     grid = m.get("grid", {})
     grid_keys = [str(k) for k in grid] if isinstance(grid, Mapping) else []
     base = m.get("name") or m.get("scenario") or folder.name
-    notes = _study_notes(meta, df, runs)
+    notes = [*_completion_notes(folder), *_study_notes(meta, df, runs)]
     body = _notes_box(notes, bad=bool(notes))
     body += _definition(meta, "sweep.json")
     body += _study_table(
@@ -1250,7 +1280,7 @@ def _reproduce_report(folder: Path) -> str:
     df = _read_table(csv) if csv is not None else None
     md = csv.with_suffix(".md") if csv is not None else None
     runs = _run_folders(folder, meta)
-    notes = _study_notes(meta, df, runs)
+    notes = [*_completion_notes(folder), *_study_notes(meta, df, runs)]
     body = _notes_box(notes, bad=bool(notes))
     body += _study_table(df, csv.name if csv is not None else f"{study or '<study>'}.csv")
     body += _section("figures", "Figures", _figures(folder, "reproduce", _meta_figures(meta)))

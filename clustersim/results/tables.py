@@ -56,10 +56,11 @@ WALL_CLOCK_KEYS = (
     "wall_time_s",
     "messages_duplicate",
     "transport_events",
+    "provenance",
 )
-"""summary.json keys that depend on the wall clock: times measured on it, and what the broker's
-connections did (redelivered messages, reconnects); the only keys that differ between two runs
-of the same scenario and seed"""
+"""summary.json keys that differ between two runs of the same scenario and seed, and the only
+ones: times measured on the wall clock, what the broker's connections did (redelivered
+messages, reconnects), and the provenance (the run id, whose random part each run draws)"""
 WALL_CLOCK_COLUMNS = {
     "control.parquet": ("solve_time_s",),
     "messages.parquet": ("bytes",),

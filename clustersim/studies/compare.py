@@ -9,6 +9,8 @@ Output folder::
     figures/max_deviation_per_bus.png   max |V−1| per bus over the day, every scenario
     figures/losses.png                  network losses over the day, every scenario
     runs/<label>/      each scenario's full results folder
+    report.html        the comparison's report
+    complete.json      written last (:mod:`clustersim.runner`, "Integrity of a results folder")
 
 The figures are those of the source papers: voltage at the worst bus over the day per method
 (the EV/EC paper — hierarchical clustering HI, EV and exchange stations, ieee33/123 — Fig. 6),
@@ -38,12 +40,15 @@ from clustersim.results.tables import (
     write_captions,
     write_table,
 )
+from clustersim.runner import results_folder
 from clustersim.scenario import load_scenario
 from clustersim.studies.jobs import Hooks, Job, Outcome, run_jobs
 
 __all__ = [
+    "COMPARE_FILES",
     "CompareResult",
     "CompareRuns",
+    "compare",
     "compare_figures",
     "kpi_frame",
     "most_fluctuating_bus",
@@ -54,6 +59,9 @@ __all__ = [
     "worst_bus",
     "write_compare",
 ]
+
+COMPARE_FILES = ("compare.csv", "compare.md", "compare.json", "report.html")
+"""the files without which a compare folder is not marked complete"""
 
 SAME_PLANT_KEYS = (
     "case.name",
@@ -184,6 +192,28 @@ class CompareRuns:
     n_jobs: int
 
 
+def compare(
+    scenarios: Sequence[str],
+    out_dir: Path,
+    *,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+    n_jobs: int = 1,
+    hooks: Hooks | None = None,
+    overwrite: bool = False,
+) -> CompareResult:
+    """``clustersim compare``: check the scenarios (:func:`plan_compare`, before anything is
+    written), then run them and write the comparison folder as a results folder
+    (:func:`clustersim.runner.results_folder`: refused when in use, or not empty without
+    ``overwrite``; ``complete.json`` written last)."""
+    plan_compare(scenarios, overrides, seed)
+    with results_folder(out_dir, overwrite=overwrite, required=COMPARE_FILES):
+        got = run_compare(
+            scenarios, out_dir, overrides=overrides, seed=seed, n_jobs=n_jobs, hooks=hooks
+        )
+        return write_compare(got)
+
+
 def run_compare(
     scenarios: Sequence[str],
     out_dir: Path,
@@ -195,8 +225,9 @@ def run_compare(
     job_overrides: Sequence[Sequence[str]] | None = None,
 ) -> CompareRuns:
     """Run the scenarios (checked by :func:`plan_compare`) into ``out_dir/runs/<label>`` and
-    collect their KPI table. ``job_overrides``: extra overrides per scenario, after the common
-    ones."""
+    collect their KPI table; ``out_dir`` is a folder the caller holds (:func:`compare`, a study
+    of :mod:`clustersim.studies.reproduce`). ``job_overrides``: extra overrides per scenario,
+    after the common ones."""
     labels, loaded, common_seed = plan_compare(scenarios, overrides, seed)
     extra = list(job_overrides) if job_overrides is not None else [()] * len(scenarios)
     jobs = [

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import shutil
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from clustersim.assemble.seeds import spawn_seeds
 from clustersim.errors import ClusterSimError
-from clustersim.fileio import safe_label
+from clustersim.fileio import safe_label, write_text
 from clustersim.runner import run_scenario
 from clustersim.scenario import load_scenario
 
@@ -113,14 +112,13 @@ def _execute(
     """Run one job (in this process or a worker); returns ``{"error": None | message,
     "error_type", "error_key", "wall_s"}`` (picklable, small).
 
-    The job's folder is replaced, so a stale ``summary.json`` of an earlier experiment in the
-    same output folder can never stand in for this run."""
+    The job's folder is replaced (``run_scenario(..., overwrite=True)``), so a stale
+    ``summary.json`` of an earlier experiment in the same output folder can never stand in for
+    this run; a run that fails keeps its folder with ``complete.json`` saying why."""
     t0 = time.perf_counter()
-    if job.out_dir.exists():
-        shutil.rmtree(job.out_dir)
     try:
         sc = load_scenario(job.scenario, overrides=list(job.overrides), seed=job.seed)
-        run_scenario(sc, job.out_dir, on_start=on_start, progress=progress)
+        run_scenario(sc, job.out_dir, overwrite=True, on_start=on_start, progress=progress)
     except ClusterSimError as exc:
         return {
             "error": str(exc),
@@ -129,8 +127,7 @@ def _execute(
             "wall_s": time.perf_counter() - t0,
         }
     except Exception as exc:  # a sweep outlives any one run; the traceback stays in its folder
-        job.out_dir.mkdir(parents=True, exist_ok=True)
-        (job.out_dir / "error.txt").write_text(traceback.format_exc())
+        write_text(job.out_dir / "error.txt", traceback.format_exc())
         return {
             "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
             "error_type": type(exc).__name__,

@@ -18,10 +18,11 @@
   ``control.mode``), with the sweep machinery (:mod:`clustersim.studies.sweep`).
 
 Each writes ``OUT/<study>.csv`` and ``OUT/<study>.md`` (the table, also printed),
-``OUT/figures/*.png`` drawn from the tables and run folders, ``OUT/runs/<label>/`` and
-``OUT/reproduce.json``. ``quick`` (tests, smoke runs) prepends
-:data:`QUICK_OVERRIDES` (2 h, a light optimizer budget, in-memory
-transport) and uses smaller grids / one case; the full studies are what the README reports.
+``OUT/figures/*.png`` drawn from the tables and run folders, ``OUT/runs/<label>/``,
+``OUT/reproduce.json``, ``OUT/report.html`` and, last, ``OUT/complete.json``
+(:mod:`clustersim.runner`, "Integrity of a results folder"). ``quick`` (tests, smoke runs)
+prepends :data:`QUICK_OVERRIDES` (2 h, a light optimizer budget, in-memory transport) and uses
+smaller grids / one case; the full studies are what the README reports.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from clustersim.fileio import write_json
 from clustersim.results.figures import pyplot, save_figure
 from clustersim.results.report import write_report
 from clustersim.results.tables import read_timeseries, write_captions, write_table
+from clustersim.runner import results_folder
 from clustersim.studies.compare import (
     compare_captions,
     compare_figures,
@@ -50,7 +52,7 @@ from clustersim.studies.compare import (
     with_run_id,
 )
 from clustersim.studies.jobs import Hooks, Job, Outcome, run_jobs
-from clustersim.studies.sweep import plan_sweep, run_sweep
+from clustersim.studies.sweep import plan_sweep, sweep_runs
 
 __all__ = ["DISCONNECTED", "STUDIES", "ReproduceResult", "reproduce", "run_status"]
 
@@ -397,14 +399,7 @@ def _delay_sweep(out_dir: Path, a: StudyArgs) -> ReproduceResult:
     grid = DELAY_GRID_QUICK if a.quick else DELAY_GRID
     specs = [f"{k}={','.join(v)}" for k, v in grid.items()]
     plan = plan_sweep("ieee33-ev-clustered", specs, overrides=a.overrides, seed=a.seed)
-    res = run_sweep(
-        plan,
-        out_dir,
-        n_jobs=a.n_jobs,
-        kpis=[k for k, _ in DELAY_KPIS],
-        hooks=a.hooks,
-        kind="reproduce",
-    )
+    res = sweep_runs(plan, out_dir, n_jobs=a.n_jobs, kpis=[k for k, _ in DELAY_KPIS], hooks=a.hooks)
     frame = pd.read_parquet(out_dir / "sweep.parquet")
     rows = []
     for _p, g in frame.groupby("point", sort=True):
@@ -510,14 +505,24 @@ def reproduce(
     seed: int | None = None,
     n_jobs: int = 1,
     hooks: Hooks | None = None,
+    overwrite: bool = False,
 ) -> ReproduceResult:
-    """Run ``study`` (one of :data:`STUDIES`) and write its folder (module docstring)."""
+    """Run ``study`` (one of :data:`STUDIES`) and write its folder (module docstring) as a
+    results folder (:func:`clustersim.runner.results_folder`: refused when in use, or not empty
+    without ``overwrite``; ``complete.json`` written last)."""
     if study not in STUDIES:
         raise ScenarioError(f"unknown study (studies: {', '.join(STUDIES)})", source=study)
-    run, figures, desc = STUDIES[study]
     every = [*(QUICK_OVERRIDES if quick else ()), *overrides]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = run(out_dir, StudyArgs(quick, every, seed, n_jobs, hooks))
+    required = (f"{study}.csv", f"{study}.md", "reproduce.json", "report.html")
+    with results_folder(out_dir, overwrite=overwrite, required=required):
+        return _reproduce(study, out_dir, StudyArgs(quick, every, seed, n_jobs, hooks))
+
+
+def _reproduce(study: str, out_dir: Path, args: StudyArgs) -> ReproduceResult:
+    """The study's runs, table, figures, ``reproduce.json`` and report, into ``out_dir``."""
+    quick, every = args.quick, args.overrides
+    run, figures, desc = STUDIES[study]
+    result = run(out_dir, args)
     write_table(
         out_dir, study, result.frame, result.shown, title=f"{study}{' (quick)' if quick else ''}"
     )

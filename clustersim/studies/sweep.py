@@ -19,10 +19,12 @@ Output folder::
                     repeat); two axes: a heatmap of the mean; more: one heatmap of the first two
                     axes per combination of the others
     runs/<label>/   each run's results folder
+    report.html     the sweep's report
+    complete.json   written last (:mod:`clustersim.runner`, "Integrity of a results folder")
 
 A point that fails (the runner refuses it, its run raises) has its ``error`` filled in and the
-sweep goes on; ``sweep.parquet`` is written once the runs are over (also when interrupted), and
-every finished run keeps its folder.
+sweep goes on; ``sweep.parquet`` is written once the runs are over (also when interrupted, and
+then ``complete.json`` says ``interrupted``), and every finished run keeps its folder.
 """
 
 from __future__ import annotations
@@ -45,11 +47,13 @@ from clustersim.fileio import atomic_write, safe_label, write_json
 from clustersim.results.figures import pyplot, save_figure
 from clustersim.results.report import write_report
 from clustersim.results.tables import HEADLINE_KPIS, markdown_table, scalar_kpis, write_captions
+from clustersim.runner import results_folder
 from clustersim.scenario import Scenario, load_scenario, parse_value
 from clustersim.studies.jobs import Hooks, Job, Outcome, repeat_seeds, run_jobs
 
 __all__ = [
     "DEFAULT_KPIS",
+    "SWEEP_FILES",
     "SweepPlan",
     "SweepResult",
     "check_key",
@@ -57,6 +61,7 @@ __all__ = [
     "plan_sweep",
     "run_sweep",
     "sweep_figures",
+    "sweep_runs",
 ]
 
 DEFAULT_KPIS = (
@@ -70,6 +75,9 @@ DEFAULT_KPIS = (
     "boundary_mismatch_pu",
 )
 """KPIs drawn by default (those a sweep's runs report)"""
+
+SWEEP_FILES = ("sweep.parquet", "sweep.csv", "sweep.md", "sweep.json", "report.html")
+"""the files without which a sweep folder is not marked complete"""
 
 _TITLES = {
     **HEADLINE_KPIS,
@@ -395,11 +403,30 @@ def run_sweep(
     n_jobs: int = 1,
     kpis: Sequence[str] | None = None,
     hooks: Hooks | None = None,
-    kind: str = "sweep",
+    overwrite: bool = False,
 ) -> SweepResult:
-    """Run the plan's jobs and write the sweep folder (module docstring). ``kpis``: the KPIs of
-    the figures and of sweep.md (default :data:`DEFAULT_KPIS`, those the runs report)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Run the plan's jobs and write the sweep folder (module docstring) with its
+    ``report.html``, as a results folder (:func:`clustersim.runner.results_folder`: refused when
+    in use, or not empty without ``overwrite``; ``complete.json`` written last). ``kpis``: the
+    KPIs of the figures and of sweep.md (default :data:`DEFAULT_KPIS`, those the runs
+    report)."""
+    with results_folder(out_dir, overwrite=overwrite, required=SWEEP_FILES):
+        res = sweep_runs(plan, out_dir, n_jobs=n_jobs, kpis=kpis, hooks=hooks)
+        write_report(out_dir, "sweep")
+    return res
+
+
+def sweep_runs(
+    plan: SweepPlan,
+    out_dir: Path,
+    *,
+    n_jobs: int = 1,
+    kpis: Sequence[str] | None = None,
+    hooks: Hooks | None = None,
+) -> SweepResult:
+    """Run the plan's jobs and write the sweep's tables and figures into ``out_dir``, a folder
+    the caller holds (:func:`run_sweep`, a study of :mod:`clustersim.studies.reproduce`); no
+    report."""
     jobs = plan.jobs(out_dir)
     doc = _sweep_doc(plan, n_jobs)
     try:
@@ -440,8 +467,6 @@ def run_sweep(
         figures=[p.relative_to(out_dir).as_posix() for p in figures],
     )
     write_json(out_dir / "sweep.json", doc)
-    if kind == "sweep":
-        write_report(out_dir, "sweep")
     return SweepResult(
         out_dir=out_dir,
         plan=plan,

@@ -138,7 +138,14 @@ def test_compose_commands_run_as_local_processes(compose, tmp_path):
         broker = EmbeddedBroker()
     run_id = f"compose-{uuid.uuid4().hex[:8]}"
     out = tmp_path / "results"
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+    keys = compose["x-clustersim"]["environment"]["CLUSTERSIM_KEYS_FILE"]
+    assert f"./compose/keys.toml:{keys}:ro" in compose["x-clustersim"]["volumes"]
+    assert f"./compose/keys.toml:{keys}:ro" in services["plant"]["volumes"]
+    env = {
+        **os.environ,
+        "MPLBACKEND": "Agg",
+        "CLUSTERSIM_KEYS_FILE": str(ROOT / "compose" / "keys.toml"),
+    }
     procs: dict[str, subprocess.Popen[str]] = {}
     with broker:
         host_port = broker.url.removeprefix("mqtt://")

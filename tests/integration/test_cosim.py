@@ -15,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clustersim.broker.envelope import encode, make_envelope
 from clustersim.broker.mosquitto import MosquittoBroker, mosquitto_path
 from clustersim.broker.transport import MqttTransport
 from clustersim.results.tables import WALL_CLOCK_KEYS
@@ -157,109 +156,6 @@ def test_realtime_clock(tmp_path):
     assert (applied.applied_step * 60 >= applied.t_sent_s + 5.0 - 1e-6).all()
 
 
-class _Intruder(threading.Thread):
-    """A foreign MQTT client that publishes bad messages into a running run."""
-
-    def __init__(self, url: str, run_id: str):
-        super().__init__(daemon=True)
-        self.url, self.run_id = url, run_id
-        self.sent = 0
-        self.ready = threading.Event()
-
-    def run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        rid = self.run_id
-        base = f"clustersim/{rid}/setpoint"
-        async with MqttTransport(self.url, "intruder") as t:
-            await t.subscribe(f"clustersim/{rid}/setpoint/C1/plant")
-            await t.subscribe(f"clustersim/{rid}/intruder-done")
-            self.ready.set()
-            captured = None
-            end = time.monotonic() + 60
-            while captured is None and time.monotonic() < end:
-                got = await t.receive(1.0)
-                if got is not None:
-                    captured = got
-            ok = {"run_id": rid, "src": "C1", "dst": "plant", "seq": 900_000, "t_send_s": 1.0}
-            bad = [
-                (f"{base}/C1/plant", b"{not json"),  # malformed JSON
-                (f"{base}/C1/plant", b'{"v": 1, "kind": "setpoint"}'),  # wrong schema
-                (
-                    f"{base}/C1/plant",
-                    json.dumps(
-                        {
-                            **ok,
-                            "v": 1,
-                            "kind": "setpoint",
-                            "step": 3,
-                            "body": {"setpoints": {"x": {"q_mvar": float("nan")}}},
-                        }
-                    ).encode(),
-                ),  # NaN
-                (
-                    f"{base}/intruder/plant",
-                    encode(
-                        make_envelope(  # foreign sender
-                            "setpoint", **{**ok, "src": "intruder"}, step=3, body={"setpoints": {}}
-                        )
-                    ),
-                ),
-                (
-                    f"{base}/C1/plant",
-                    encode(
-                        make_envelope(  # out of range
-                            "setpoint", **ok, step=3, body={"setpoints": {"OLTC": {"tap_pos": 99}}}
-                        )
-                    ),
-                ),
-            ]
-            if captured is not None:  # C1's seq again with another payload: a replay
-                doc = json.loads(captured[1])
-                doc["t_send_s"] = float(doc["t_send_s"]) + 1.0
-                bad.append((captured[0], json.dumps(doc).encode()))
-            for topic, payload in bad:
-                await t.publish(topic, payload)
-                self.sent += 1
-            # the broker handles one connection's messages in order: once this marker comes
-            # back, every bad message before it has been delivered
-            await t.publish(f"clustersim/{rid}/intruder-done", b"")
-            end = time.monotonic() + 30
-            while time.monotonic() < end:
-                got = await t.receive(1.0)
-                if got is not None and got[0].endswith("/intruder-done"):
-                    break
-
-
-def test_bad_messages_are_rejected_and_counted(tmp_path, mqtt_broker):
-    clean = _run(tmp_path, "clean", f"comm.broker={mqtt_broker.url}", "comm.run_id=sec-clean")
-    intruder = _Intruder(mqtt_broker.url, "sec-attacked")
-    intruder.start()
-    assert intruder.ready.wait(30), "the intruder did not subscribe"
-    attacked = _run(
-        tmp_path, "attacked", f"comm.broker={mqtt_broker.url}", "comm.run_id=sec-attacked"
-    )
-    intruder.join(timeout=30)
-    assert intruder.sent == 6
-    by_reason = attacked.summary["messages_rejected_by_reason"]
-    assert attacked.summary["messages_rejected"] >= 6, by_reason
-    for reason in ("json", "schema", "acl", "range", "replay"):
-        assert any(k.startswith(reason) for k in by_reason), (reason, by_reason)
-    a = pd.read_parquet(attacked.out_dir / "timeseries.parquet")
-    c = pd.read_parquet(clean.out_dir / "timeseries.parquet")
-    assert a.equals(c)  # the plant is unaffected
-    # every refused message whose topic named a sender has its row in messages.parquet
-    msgs = pd.read_parquet(attacked.out_dir / "messages.parquet")
-    rej = msgs[msgs.rejected]
-    assert len(rej) >= 6 and set(rej.dst) == {"plant"}
-    assert {"json", "schema", "acl", "replay"} <= set(rej.reason), rej.reason.tolist()
-    assert any(r.startswith("range") for r in rej.reason)
-    assert not (rej.lost | rej.late).any() and rej.t_deliver_s.isna().all()
-    assert set(rej[rej.reason == "acl"].src) == {"intruder"}
-    assert not pd.read_parquet(clean.out_dir / "messages.parquet").rejected.any()
-
-
 @pytest.mark.slow
 def test_killed_agent_process_falls_back(tmp_path, mqtt_broker):
     """One agent process is killed mid-run: watchdog fault, local fallback, run completes."""
@@ -350,8 +246,12 @@ def test_plant_and_agent_commands_across_processes(tmp_path, mqtt_broker):
     the same numbers as the in-process run over the memory transport."""
     import subprocess
 
-    sets = [a for o in SHORT for a in ("--set", o)] + ["--set", "comm.run_id=cli-run"]
     sc = "ieee33-ev-centralized"
+    acl = subprocess.run(_cli("acl", sc, "--out", str(tmp_path / "acl")), capture_output=True)
+    assert acl.returncode == 0, acl.stderr
+    keys = str(tmp_path / "acl" / "keys.toml")
+    sets = [a for o in SHORT for a in ("--set", o)] + ["--set", "comm.run_id=cli-run"]
+    sets += ["--keys", keys]
     agent = subprocess.Popen(
         _cli("agent", "--scenario", sc, "--cluster", "central", "--broker", mqtt_broker.url, *sets),
         stdout=subprocess.PIPE,

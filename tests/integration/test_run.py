@@ -51,7 +51,13 @@ def test_results_folder(short_run):
         "partition.json",
         "figures",
         "report.html",
+        "complete.json",
     }
+    marker = json.loads((out / "complete.json").read_text())
+    assert marker["complete"] is True and "reason" not in marker
+    assert {"summary.json", "timeseries.parquet", "figures/voltage_heatmap.png"} <= set(
+        marker["files"]
+    )
     assert {p.name for p in (out / "figures").iterdir()} == {
         "voltage_heatmap.png",
         "partition.png",
