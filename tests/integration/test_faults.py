@@ -32,6 +32,16 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "clustersim.cli", *args]
 
 
+def _agent(url: str, keys: str) -> list[str]:
+    """`clustersim agent` of the centralized scenario's one agent on broker ``url``."""
+    return _cli("agent", "-s", CENTRAL, "-k", "central", "--broker", url, "--keys", keys)
+
+
+def _plant(url: str, keys: str) -> list[str]:
+    """`clustersim plant` of the centralized scenario on broker ``url``, quiet."""
+    return _cli("plant", "-s", CENTRAL, "--broker", url, "--keys", keys, "-q")
+
+
 def _sets(*overrides: str) -> list[str]:
     return [x for o in [*SHORT, *overrides] for x in ("--set", o)]
 
@@ -87,36 +97,18 @@ def test_an_agent_with_another_scenario_is_refused(tmp_path, mqtt_broker, keys):
     that differ; the plant, which lost that agent for good, writes its results and exits
     non-zero naming it."""
     agent = subprocess.Popen(
-        _cli(
-            "agent",
-            "-s",
-            CENTRAL,
-            "-k",
-            "central",
-            "--broker",
-            mqtt_broker.url,
-            "--keys",
-            keys,
-            *_sets("control.pop_size=14", "comm.run_id=mismatch"),
-        ),
+        [*_agent(mqtt_broker.url, keys), *_sets("control.pop_size=14", "comm.run_id=mismatch")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     plant = subprocess.run(
-        _cli(
-            "plant",
-            "-s",
-            CENTRAL,
-            "--broker",
-            mqtt_broker.url,
-            "--keys",
-            keys,
-            "-q",
+        [
+            *_plant(mqtt_broker.url, keys),
             "--out",
             str(tmp_path / "plant"),
             *_sets("comm.run_id=mismatch"),
-        ),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -135,7 +127,7 @@ def test_an_agent_with_another_scenario_is_refused(tmp_path, mqtt_broker, keys):
 def test_a_lost_agent_fails_the_run_unless_accepted(tmp_path, mqtt_broker, keys):
     """No agent ever comes online: the plant runs on local fallback, writes its results and
     exits non-zero; with ``comm.accept_fallback`` the same run exits 0."""
-    base = _cli("plant", "-s", CENTRAL, "--broker", mqtt_broker.url, "--keys", keys, "-q")
+    base = _plant(mqtt_broker.url, keys)
     short = _sets("comm.startup_timeout_s=1", "run.duration_h=0.5")
     lost = subprocess.run(
         [*base, "--out", str(tmp_path / "a"), *short], capture_output=True, text=True, timeout=300
@@ -159,36 +151,13 @@ def test_external_agent_exits_non_zero_when_the_plant_dies(tmp_path, mqtt_broker
     plant and a non-zero exit (not "run over" and 0)."""
     sets = _sets("comm.run_id=plantdies", "comm.watchdog_s=2", "run.duration_h=24")
     agent = subprocess.Popen(
-        _cli(
-            "agent",
-            "-s",
-            CENTRAL,
-            "-k",
-            "central",
-            "--broker",
-            mqtt_broker.url,
-            "--keys",
-            keys,
-            *sets,
-        ),
+        [*_agent(mqtt_broker.url, keys), *sets],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     plant = subprocess.Popen(
-        _cli(
-            "plant",
-            "-s",
-            CENTRAL,
-            "--broker",
-            mqtt_broker.url,
-            "--keys",
-            keys,
-            "-q",
-            "--out",
-            str(tmp_path / "p"),
-            *sets,
-        ),
+        [*_plant(mqtt_broker.url, keys), "--out", str(tmp_path / "p"), *sets],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
