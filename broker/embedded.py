@@ -362,8 +362,8 @@ class EmbeddedBroker(LocalBroker):
             wait_for_port(
                 self.host, self.port, self.start_timeout_s, alive=alive, what="embedded broker"
             )
-        except BrokerError:
-            self.stop()
+        except BaseException:  # not started (or interrupted while starting): no orphan
+            self.stop(keep_files=self._watcher is not None)  # a restart keeps its files
             raise
         log.debug("embedded broker listening on %s", self.url)
         if self.keep_alive and self._watcher is None:
@@ -462,8 +462,15 @@ class EmbeddedBroker(LocalBroker):
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         try:
+            # a session of its own: a terminal's Ctrl-C reaches the run, which stops the broker;
+            # should the run die, the broker sees its stdin close and ends
             self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=self._stderr,
+                env=env,
+                start_new_session=True,
             )
         except OSError as e:
             raise BrokerError(f"cannot start the embedded broker: {e}") from None

@@ -46,9 +46,7 @@ err_console = Console(stderr=True)
 P = ParamSpec("P")
 _KeysOpt = Annotated[
     Path | None,
-    typer.Option(
-        "--keys", help="keys.toml of `clustersim acl` (default: CLUSTERSIM_KEYS_FILE)"
-    ),
+    typer.Option("--keys", help="keys.toml of `clustersim acl` (default: CLUSTERSIM_KEYS_FILE)"),
 ]
 _OverwriteOpt = Annotated[
     bool,
