@@ -152,7 +152,9 @@ def bench_modes(out_root: Path, quick: bool) -> dict[tuple[str, str], Any]:
                     _progress(f"  {name}: plant step {k}/{n}")
 
             _progress(f"run {name} ({sc.run.duration_h:g} h, plant step {PLANT_STEP_S} s)")
-            r = run_scenario(sc, out_root / name, on_start=on_start, progress=progress)
+            r = run_scenario(
+                sc, out_root / name, overwrite=True, on_start=on_start, progress=progress
+            )
             _progress(f"  done: wall {r.summary['wall_time_s']:.1f} s")
             runs[(case, mode)] = r
     return runs

@@ -26,7 +26,7 @@ from clustersim.scenario import load_scenario
 def _one(scenario: str, overrides: list[str], out: Path) -> tuple[float, dict]:
     sc = load_scenario(scenario, overrides=overrides)
     t0 = time.perf_counter()
-    res = run_scenario(sc, out_dir=out)
+    res = run_scenario(sc, out_dir=out, overwrite=True)
     return time.perf_counter() - t0, res.summary
 
 

@@ -57,7 +57,7 @@ def _run(name: str, seed: int, hours: float, out_root: str) -> dict:
     sc = load_scenario(name, overrides=[f"run.duration_h={hours}"], seed=seed)
     out = Path(out_root) / name
     t0 = time.perf_counter()
-    run_scenario(sc, out)
+    run_scenario(sc, out, overwrite=True)
     wall = time.perf_counter() - t0
     summary = json.loads((out / "summary.json").read_text())
     summary["_bench_wall_s"] = wall
