@@ -349,6 +349,12 @@ def run_cosim(
             "process)",
             key="run.agents",
         )
+    if where == "external" and comm.transport == "mqtt" and not comm.broker:
+        raise ScenarioError(
+            'agents = "external" needs a broker the agents can reach: give --broker or [comm] '
+            "broker (the embedded broker a run starts admits only the nodes it starts)",
+            key="comm.broker",
+        )
     controllers = build_controllers(plant, mode, settings, clusters=clusters, seed=seed)
     specs = [AgentSpec.of(c) for c in controllers]
     comm_seed = stage_seed(scenario.run.seed, Stage.COMM)

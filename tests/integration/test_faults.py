@@ -174,3 +174,16 @@ def test_external_agent_exits_non_zero_when_the_plant_dies(tmp_path, mqtt_broker
     _, err = agent.communicate(timeout=120)
     assert agent.returncode == 2, err
     assert "lost the plant" in err and err.strip().count("\n") == 0, err
+
+
+def test_external_agents_need_a_broker_they_can_reach(tmp_path):
+    """The embedded broker a run starts admits only the nodes it starts: a run whose agents
+    are started elsewhere is refused without a broker URL, before any agent or broker starts;
+    its folder says why it is incomplete."""
+    from clustersim.errors import ScenarioError
+    from clustersim.fileio import incomplete_reason
+
+    sc = load_scenario(CENTRAL, overrides=[*SHORT, "run.agents=external", "comm.keys=x.toml"])
+    with pytest.raises(ScenarioError, match="needs a broker"):
+        run_scenario(sc, tmp_path / "r")
+    assert "needs a broker" in str(incomplete_reason(tmp_path / "r"))
