@@ -5,14 +5,17 @@ It owns what every node of the virtual-time protocol does alike:
 - **sending**: one ``seq`` counter per message kind, every envelope validated and encoded by
   :mod:`clustersim.broker.envelope`; the messages of the current protocol window are kept so
   they can be sent again after a broker outage (see below);
+- **signing**: with a :class:`~clustersim.broker.auth.Keyring`, every message it sends is signed
+  with its own key, and every message it receives must be signed by its sender (reason
+  ``auth`` otherwise, before anything else of it is read);
 - **receiving**: every message goes through the node's :class:`~clustersim.broker.envelope.Inbox`
-  (schema, sender, replay, range check); what passes is filed by ``(kind, src, step, round)``
-  until the protocol asks for it with :meth:`Node.expect`, which waits for that one message up
-  to a wall-clock watchdog. A protocol step always knows which messages it expects, so the wait
+  (signature, schema, sender, replay, range check); what passes is filed by
+  ``(kind, src, step, round)`` until the protocol asks for it with :meth:`Node.expect`, which
+  waits for that one message up to a wall-clock watchdog. A protocol step always knows which messages it expects, so the wait
   ends with the message or, if the peer is gone, with the watchdog: never with a guess;
 - **reconnects**: after its own transport reconnects, a node re-announces itself with a
   ``status`` message (``online``, reason ``reconnected``); a node that sees such an announcement
-  sends its window again. A message the broker had accepted but not delivered when it died is
+  sends its window again (at most once per :data:`RESEND_MIN_S`). A message the broker had accepted but not delivered when it died is
   so sent again once everyone is back; the receiver's guard drops the copies that did arrive
   (byte-identical: counted as duplicates, not refused). A reconnect is a transport event
   (``transport_events`` in ``summary.json``), not a fault of the simulation.
