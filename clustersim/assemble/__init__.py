@@ -1,3 +1,4 @@
 """Scenario → objects: the plant, the partition and clusters, the settings of controllers and
-agents, the run id (:mod:`clustersim.assemble.build`), and the one seeding rule
+agents (:mod:`clustersim.assemble.build`), the run id, scenario fingerprint and message keys of
+a run (:mod:`clustersim.assemble.identity`), and the one seeding rule
 (:mod:`clustersim.assemble.seeds`)."""
