@@ -192,6 +192,7 @@ def test_killed_agent_process_falls_back(tmp_path, mqtt_broker):
         "run.duration_h=3",
         "comm.watchdog_s=3",
         "comm.agent_timeout_s=900",
+        "comm.accept_fallback=true",  # C3 is lost for good: a failed run otherwise
     )
     th.join(timeout=1)
     assert killed
@@ -202,6 +203,7 @@ def test_killed_agent_process_falls_back(tmp_path, mqtt_broker):
     ctl = pd.read_parquet(res.out_dir / "control.parquet")
     assert 1 <= (ctl.controller == "C3").sum() < 12  # it decided, then fell silent
     assert res.summary["steps"] == 180  # the run completed
+    assert res.summary["agents_lost"] == ["C3"]
 
 
 @pytest.mark.slow
