@@ -9,6 +9,10 @@ Sources
 - ``ieee51``: MATPOWER ``case51ga`` (Gampa & Das 2015 [GD51], 11 kV), converted by
   ``clustersim.sim.data.convert_matpower`` into ``data/cases/ieee51.json``.
 - ``ieee69``: MATPOWER ``case69`` (Baran & Wu 1989 [IEEE69], 12.66 kV), same converter.
+- ``case1197``: MATPOWER ``case1197`` ([CASE1197]: a 23 kV feeder with 22 copies of a 53-node
+  415 V residential network behind 100 kVA transformers, 1,197 buses), same converter; its 23
+  cross-voltage branches are transformers, the substation one with an on-load tap changer
+  (``convert_matpower.OLTC_TAPS``).
 - ``ieee123``: balanced single-phase equivalent of the IEEE 123-node feeder [IEEE123], converted
   from the OpenDSS files by ``clustersim.sim.data.convert_ieee123`` into
   ``data/cases/ieee123.json``.
@@ -116,6 +120,12 @@ CASES: dict[str, CaseSpec] = {
             "ieee123",
             "IEEE 123-node feeder, balanced single-phase equivalent, 4.16 kV, regulators as taps",
             lambda: _load_json_case("ieee123.json"),
+        ),
+        CaseSpec(
+            "case1197",
+            "1,197-bus feeder (Moses et al.): 23 kV, 22 LV networks behind 100 kVA "
+            "transformers, MATPOWER case1197",
+            lambda: _load_json_case("case1197.json"),
         ),
         CaseSpec(
             "simbench-mv-rural",
@@ -265,7 +275,9 @@ def _resource_counts(net: pp.pandapowerNet) -> dict[str, int]:
     if len(trafo):
         regs = trafo["name"].astype(str).str.lower().str.startswith("reg")
         add("regulator", int(regs.sum()))
-        add("oltc", int((~regs & trafo.tap_pos.notna()).sum()))
+        mv_lv = trafo.vn_lv_kv < 1.0  # distribution transformers (to a LV network)
+        add("oltc", int((~regs & ~mv_lv & trafo.tap_pos.notna()).sum()))
+        add("transformer", int((~regs & mv_lv).sum()))
     return counts
 
 

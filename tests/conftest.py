@@ -45,7 +45,15 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="session")
 def builtin_cases() -> list[str]:
     """The built-in grid cases, in the order ``clustersim cases`` lists them."""
-    return ["ieee33", "ieee51", "ieee69", "ieee123", "simbench-mv-rural", "simbench-mv-semiurb"]
+    return [
+        "ieee33",
+        "ieee51",
+        "ieee69",
+        "ieee123",
+        "case1197",
+        "simbench-mv-rural",
+        "simbench-mv-semiurb",
+    ]
 
 
 @pytest.fixture(scope="session")

