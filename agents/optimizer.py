@@ -1,9 +1,12 @@
 """Multi-objective optimizers for the volt/var problem, stepped generation by generation.
 
-NSGA-II [NSGA2] (default), NSGA-III [NSGA3] and MOEA/D [MOEAD] from pymoo [PYMOO], driven with
-pymoo's ask/tell interface so an agent (:mod:`clustersim.agents.node`) can interleave generations
-with message exchange: :meth:`Optimizer.step` runs one generation, :meth:`Optimizer.result` picks
-the compromise from the current front at any time.
+``nsga2`` (default): NSGA-II [NSGA2] with the population in numpy arrays on pymoo's kernels
+(:mod:`clustersim.agents.nsga2`); ``pymoo-nsga2``, ``nsga3`` and ``moead``: pymoo's [PYMOO]
+NSGA-II, NSGA-III [NSGA3] and MOEA/D [MOEAD], driven with pymoo's ask/tell interface. Either way
+an agent (:mod:`clustersim.agents.node`) can interleave generations with message exchange:
+:meth:`Optimizer.step` runs one generation, :meth:`Optimizer.result` picks the compromise from the
+current front at any time. :func:`implementation` names the code behind each name, with the
+pymoo version, for the results' provenance.
 
 - Mixed variables: integer levers (capacitor steps, taps) are real-coded and rounded by
   :class:`IntegerRepair` after every variation, and again at evaluation.
@@ -52,7 +55,9 @@ from pymoo.core.repair import Repair
 from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from pymoo.util.ref_dirs import get_reference_directions
+from pymoo.version import __version__ as PYMOO_VERSION
 
+from clustersim.agents.nsga2 import LeanNSGA2
 from clustersim.agents.problem import VoltVarProblem
 from clustersim.errors import ScenarioError
 
@@ -64,15 +69,27 @@ __all__ = [
     "SolveCancelled",
     "cancel_solves",
     "compromise",
+    "implementation",
 ]
 
-ALGORITHMS = ("nsga2", "nsga3", "moead")
+ALGORITHMS = ("nsga2", "pymoo-nsga2", "nsga3", "moead")
+_IMPLEMENTATIONS = {
+    "nsga2": "clustersim.agents.nsga2.LeanNSGA2 on pymoo {v} kernels",
+    "pymoo-nsga2": "pymoo {v} pymoo.algorithms.moo.nsga2.NSGA2",
+    "nsga3": "pymoo {v} pymoo.algorithms.moo.nsga3.NSGA3",
+    "moead": "pymoo {v} pymoo.algorithms.moo.moead.MOEAD",
+}
 ENUMERATE_LIMIT = 1024
 """a problem whose search grid has at most this many points is solved by enumeration"""
 _CONTINUOUS_POINTS = {1: 65, 2: 21}
 """grid resolution per continuous lever when a problem has one or two of them"""
 _CANCELLED_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 """event loops whose solves are cancelled (:func:`cancel_solves`)"""
+
+
+def implementation(algorithm: str) -> str:
+    """The code an optimizer name runs, with the installed pymoo version (for provenance)."""
+    return _IMPLEMENTATIONS[algorithm].format(v=PYMOO_VERSION)
 
 
 class SolveCancelled(asyncio.CancelledError):
@@ -211,6 +228,7 @@ class Optimizer:
         self._stall = 0
         self._enum: np.ndarray | None = None
         self._alg: Any = None
+        self._lean: LeanNSGA2 | None = None
         if n == 0 or bool(np.all(problem.xu - problem.xl <= 0)):
             self._alg = None  # nothing to decide: every lever is pinned (or there is none)
             return
@@ -219,12 +237,15 @@ class Optimizer:
             self._alg = None
             self._enum = grid
             return
+        if algorithm == "nsga2":
+            self._lean = LeanNSGA2(problem, X0, pop_size, rng)
+            return
         self._alg = self._make(algorithm, pop_size, X0)
         self._alg.setup(problem, termination=("n_gen", self.generations), seed=int(seed))
 
     @staticmethod
     def _make(name: str, pop_size: int, X0: np.ndarray) -> Any:
-        if name == "nsga2":
+        if name == "pymoo-nsga2":
             return NSGA2(pop_size=pop_size, sampling=X0, repair=IntegerRepair())
         if name == "nsga3":
             return NSGA3(
@@ -244,9 +265,12 @@ class Optimizer:
     def done(self) -> bool:
         """Whether the run is over: generation cap, patience, an exhausted algorithm, or the one
         evaluation of a grid-searched small problem."""
-        if self._alg is None:
+        if self._lean is not None:
+            if self._exhausted or self._gen >= self.generations:
+                return True
+        elif self._alg is None:
             return self._gen >= 1
-        if self._exhausted or not self._alg.has_next():
+        elif self._exhausted or not self._alg.has_next():
             return True
         return self.patience > 0 and self._stall >= self.patience
 
@@ -262,6 +286,13 @@ class Optimizer:
         _check_cancelled()
         if self.done:
             return False
+        if self._lean is not None:
+            if self._lean.step() == 0:  # no new candidate left around the population
+                self._exhausted = True
+                return False
+            self._gen += 1
+            self._track()
+            return not self.done
         if self._alg is None:
             self._gen += 1
             return False
@@ -303,11 +334,22 @@ class Optimizer:
             pass
         return self.result()
 
+    def _population(self) -> np.ndarray | None:
+        """Decision vectors of the current population (None before the first generation)."""
+        if self._lean is not None:
+            return self._lean.X if self._lean.n_gen else None
+        if self._alg is None or self._alg.pop is None or len(self._alg.pop) == 0:
+            return None
+        return np.asarray(self._alg.pop.get("X"), dtype=float)
+
     def _track(self) -> None:
-        pop = self._alg.pop
-        F = pop.get("F")
-        cv = pop.get("CV")
-        cv = np.zeros(len(F)) if cv is None else cv.ravel()
+        if self._lean is not None:
+            F, cv = self._lean.F, self._lean.CV
+        else:
+            pop = self._alg.pop
+            F = pop.get("F")
+            cv = pop.get("CV")
+            cv = np.zeros(len(F)) if cv is None else cv.ravel()
         feas = cv <= 0
         stat = np.concatenate(
             [[cv.min()], F[feas].min(axis=0) if feas.any() else np.full(F.shape[1], np.inf)]
@@ -329,9 +371,10 @@ class Optimizer:
     def result(self) -> OptResult:
         """The compromise of the current front."""
         prob = self.problem
+        pop_x = self._population()
         if self._enum is not None:
             X = self._enum
-        elif self._alg is None or self._alg.pop is None or len(self._alg.pop) == 0:
+        elif pop_x is None:
             x = prob.clip(self._x0)[0] if prob.n_var else np.zeros(0)
             F, G, _ = prob.objectives(x[None, :])
             cv = float(np.sum(np.maximum(G, 0)))
@@ -348,7 +391,7 @@ class Optimizer:
                 feasible=cv <= 0,
             )
         else:
-            X = self._alg.pop.get("X")
+            X = pop_x
         # re-evaluate without penalty (MOEA/D) so that F and CV are the true objectives
         F, G, _ = prob.objectives(X)
         if self._enum is None:

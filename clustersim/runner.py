@@ -44,6 +44,7 @@ import pandas as pd
 import tomli_w
 
 from clustersim.agents.control import CLUSTER_MODES, OPTIMIZING_MODES
+from clustersim.agents.optimizer import implementation
 from clustersim.assemble.build import (
     build_plant,
     clusters_of,
@@ -305,6 +306,8 @@ def write_results(
     if doc.get("comm", {}).get("broker"):  # no secret in any output
         doc["comm"]["broker"] = without_password(doc["comm"]["broker"])
     doc["provenance"] = {**package_versions(), "seed": str(scenario.run.seed)}
+    if scenario.control.mode in OPTIMIZING_MODES:
+        doc["provenance"]["optimizer"] = implementation(scenario.control.optimizer)
     with atomic_write(out_dir / "scenario.toml", "wb") as fh:
         tomli_w.dump(doc, fh)
     with atomic_write(out_dir / "summary.json") as fh:

@@ -96,7 +96,7 @@ class PartitionConfig(_Table):
 class ControlConfig(_Table):
     mode: Mode = "none"
     interval_s: int = _positive(900, "control interval", le=DAY_S)
-    optimizer: Literal["nsga2", "nsga3", "moead"] = "nsga2"
+    optimizer: Literal["nsga2", "pymoo-nsga2", "nsga3", "moead"] = "nsga2"
     pop_size: int = Field(default=40, ge=4, le=10_000, description="population per problem")
     generations: int = Field(
         default=40, ge=1, le=100_000, description="generations per problem, at most"

@@ -184,7 +184,7 @@ def test_optimizer_steps_with_ask_tell_and_warm_starts(plant33):
     assert r.cv <= np.maximum(G_now, 0).sum() + 1e-12
 
 
-@pytest.mark.parametrize("algorithm", ["nsga2", "nsga3", "moead"])
+@pytest.mark.parametrize("algorithm", ["nsga2", "pymoo-nsga2", "nsga3", "moead"])
 def test_every_optimizer_runs_and_is_seeded(plant33, algorithm):
     meas = plant33.measure()
     settings = ControlSettings(optimizer=algorithm, pop_size=16, generations=5, patience=0)
