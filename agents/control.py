@@ -88,6 +88,8 @@ class ControlSettings:
     pop_size: int = 40
     generations: int = 40
     patience: int = 8
+    evaluations_per_variable: int = 0
+    """> 0: a problem's generations are capped at ``ceil(this × n_var / pop_size)``"""
     compromise: str = "fuzzy"
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     voltage_objective: Literal["max", "sumsq"] = "max"
@@ -356,11 +358,16 @@ class Controller:
             first.append(self._previous)
         first.extend(np.asarray(x, dtype=float) for x in initial)
         seed = int(np.random.SeedSequence([self.seed, interval]).generate_state(1)[0])
+        if generations is None:
+            generations = s.generations
+            if s.evaluations_per_variable > 0:
+                per_var = math.ceil(s.evaluations_per_variable * problem.n_var / s.pop_size)
+                generations = min(generations, max(1, per_var))
         opt = Optimizer(
             problem,
             algorithm=s.optimizer,
             pop_size=s.pop_size,
-            generations=s.generations if generations is None else generations,
+            generations=generations,
             seed=seed,
             initial=first if s.warm_start else [],
             patience=s.patience,

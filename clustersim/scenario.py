@@ -104,6 +104,12 @@ class ControlConfig(_Table):
     patience: int = _non_negative(
         8, "stop after this many generations without progress; 0: off", le=100_000
     )
+    evaluations_per_variable: int = _non_negative(
+        0,
+        "cap a problem's generations at ceil(this × decision variables / pop_size), so that "
+        "problems get evaluations in proportion to their size; 0: off",
+        le=10_000_000,
+    )
     warm_start: bool = Field(
         default=True, description="seed with the setpoints in force and the previous choice"
     )

@@ -201,6 +201,7 @@ def control_settings(scenario: Scenario) -> ControlSettings:
         pop_size=c.pop_size,
         generations=c.generations,
         patience=c.patience,
+        evaluations_per_variable=c.evaluations_per_variable,
         compromise=c.compromise,
         weights=(c.weights[0], c.weights[1], c.weights[2]),
         voltage_objective=c.voltage_objective,

@@ -222,6 +222,29 @@ def test_patience_stops_early(plant33):
     assert d.result.generations < 200
 
 
+def test_evaluations_per_variable_caps_generations_by_problem_size(plant33):
+    """With ``evaluations_per_variable = E`` a problem of n variables runs at most
+    ceil(E·n / pop_size) generations (and never more than ``generations``): the central problem
+    more than a cluster's."""
+    meas = plant33.measure()
+    s = ControlSettings(pop_size=10, generations=50, patience=0, evaluations_per_variable=20)
+    central = build_controllers(plant33, "centralized", s, seed=1)[0]
+    prep = central.prepare(61, meas)
+    n = prep.problem.n_var
+    assert prep.optimizer.generations == min(50, -(-20 * n // 10))
+    for ctl in build_controllers(plant33, "clustered", s, clusters=CLUSTERS33, seed=1):
+        p = ctl.prepare(61, meas)
+        assert p.optimizer.generations == min(50, max(1, -(-20 * p.problem.n_var // 10)))
+        assert p.optimizer.generations <= prep.optimizer.generations
+    off = dataclasses.replace(s, evaluations_per_variable=0)
+    assert (
+        build_controllers(plant33, "centralized", off, seed=1)[0]
+        .prepare(61, meas)
+        .optimizer.generations
+        == 50
+    )
+
+
 def test_adaptive_correction_uses_measured_bias(plant33):
     meas = plant33.measure()
     s = ControlSettings(pop_size=16, generations=3, patience=0, correction_gain=1.0)
