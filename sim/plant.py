@@ -30,6 +30,18 @@ nobody edits other parameters of the net (line or transformer data) between step
 is seen at the next full ``runpp`` only. ``Plant(..., fast_powerflow=False)`` runs a full
 ``runpp`` at every step.
 
+Power flow, solver. With lightsim2grid [LIGHTSIM2GRID] installed, pandapower's ``runpp`` hands
+its Newton-Raphson iterations to lightsim2grid's C++ solver by itself (its default
+``lightsim2grid="auto"``), so the plant always passes the choice: ``Plant(...,
+lightsim2grid=True)``, the default (lightsim2grid is a dependency), uses lightsim2grid's solver
+where pandapower accepts the net, else pandapower's; ``False`` keeps pandapower's own. Recycling
+works with either: a recycled ``runpp`` keeps the solver of the last full one. Measured with
+``benchmarks/bench_plant.py`` (240 steps of 60 s, 2 shared cores, load average 4), lightsim2grid's
+solver takes the median fast-path step from 55.2 to 35.0 ms on ``ieee33-ev`` (0.63x), 33.5 to
+23.2 ms on ``ieee123-ev`` (0.69x) and 71.7 to 52.8 ms on ``case1197-pv`` (0.74x); a full
+``runpp`` 0.93-1.01x; the recorded voltages differ from pandapower's solver by at most 3e-13
+p.u., loadings by 6e-10 %.
+
 A power flow that does not converge is recorded for that step (NaN voltages,
 ``converged = False``), the net's inputs and the setpoints changed at that step are rolled back to
 the last state that converged, storage energy and switching counters are left untouched, and the
@@ -38,6 +50,7 @@ run goes on: a bad step never poisons the ones after it.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -242,6 +255,10 @@ class Plant:
         recycle pandapower's internal model between steps where that gives the same result
         (see the module docstring); ``False`` runs a full ``runpp`` at every step (the reference
         the fast path is tested against).
+    lightsim2grid:
+        solve pandapower's Newton-Raphson with lightsim2grid's C++ solver (``runpp(...,
+        lightsim2grid=True)``, see the module docstring); ignored, with pandapower's own solver
+        used instead, when lightsim2grid is not installed or pandapower cannot hand it the net.
     """
 
     def __init__(
@@ -253,6 +270,7 @@ class Plant:
         plant_step_s: int = 60,
         n_steps: int | None = None,
         fast_powerflow: bool = True,
+        lightsim2grid: bool = True,
     ) -> None:
         self.net = net
         self.resources = resources
@@ -290,6 +308,7 @@ class Plant:
         self.step_index = 0
         self._warm = False
         self._fast = bool(fast_powerflow)
+        self._lightsim2grid = bool(lightsim2grid) and _lightsim2grid_installed()
         self._pf_state: tuple[Any, Any, dict[str, list[np.ndarray]]] | None = None
         self._pf_counts = {"full": 0, "recycled": 0}
         self._split_tables: dict[str, pd.DataFrame] = {}
@@ -663,20 +682,34 @@ class Plant:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 # warm start from the last converged step (also skips pandapower's slow
-                # "auto" initialisation queries); lightsim2grid checks off: not a dependency;
+                # "auto" initialisation queries); the solver always named (module docstring);
                 # numba off: its JIT costs ~5 s per process and gains nothing on feeders of this
                 # size (measured 17 ms without vs 19 ms with per runpp on ieee69). A recycled
                 # runpp keeps the options of the last full one, which were these (pandapower
                 # falls back to a full runpp with them if its internal model is missing).
                 self._pf_counts["full" if recycle is None else "recycled"] += 1
-                pp.runpp(
-                    net,
-                    numba=False,
-                    init="results" if self._warm else "auto",
-                    max_iteration=30,
-                    lightsim2grid=False,
-                    recycle=recycle,
-                )
+                try:
+                    pp.runpp(
+                        net,
+                        numba=False,
+                        init="results" if self._warm else "auto",
+                        max_iteration=30,
+                        lightsim2grid=self._lightsim2grid,
+                        recycle=recycle,
+                    )
+                except NotImplementedError:
+                    # pandapower does not hand this net to lightsim2grid (voltage-dependent
+                    # loads, FACTS, DC elements, ...): its own solver from now on
+                    if not self._lightsim2grid:
+                        raise
+                    self._lightsim2grid = False
+                    pp.runpp(
+                        net,
+                        numba=False,
+                        init="results" if self._warm else "auto",
+                        max_iteration=30,
+                        lightsim2grid=False,
+                    )
         except (pp.LoadflowNotConverged, np.linalg.LinAlgError, ValueError, FloatingPointError):
             self._warm = False
             return False
@@ -765,6 +798,12 @@ class Plant:
     def storage_energy_mwh(self) -> dict[str, float]:
         """Stored energy of every storage device (ESS, exchange-station battery) by name, MWh."""
         return {s.name: s.energy_mwh for s in self._storage}
+
+
+def _lightsim2grid_installed() -> bool:
+    """Whether lightsim2grid is installed (a dependency; a plant in an environment without it
+    runs pandapower's own solver)."""
+    return importlib.util.find_spec("lightsim2grid") is not None
 
 
 def _split_result_tables(net: pp.pandapowerNet, done: dict[str, pd.DataFrame]) -> None:

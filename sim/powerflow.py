@@ -54,8 +54,24 @@ candidates or branches; no BLAS, so no thread oversubscription on small shared m
 dense-product version took 5-25x longer and varied 4x from call to call on 2 cores). Each
 candidate stops on its own when ``max |dV| < tol_pu``; one that becomes non-finite, leaves
 [0.05, 5] p.u., stops contracting, or reaches ``max_iter`` is flagged ``converged=False`` and
-gets NaNs without touching the others. Losses follow from the power balance (slack + injections
-- bus-shunt absorption), line currents from each line's own two-port.
+gets NaNs without touching the others. Losses follow from the power balance (slack +
+injections - bus-shunt absorption), line currents from each line's own two-port.
+
+*Convergence near the loadability limit.* The sweep is a fixed-point iteration: it converges
+linearly, at a rate that tends to 1 as the operating point approaches the nose of the P-V curve,
+where pandapower's Newton-Raphson still converges in a few iterations. On ``case1197`` with all
+LV loads scaled alike (nose at 4.304x the base load) the sweep takes 14 sweeps at 50 % of the
+nose scaling, 41 at 95 %, 98 at 99.5 % and 444 at 99.99 %; with the same PV export at every LV
+bus (nose at 31.40 kW per bus) 25, 95, 271 and 1475. Beyond the nose neither solver converges
+(there is no solution), and the sweep flags the candidate as not contracting after at most a few
+hundred sweeps (315 at 1.0001x the nose, 35 or fewer from 1.01x on). The default ``max_iter`` of
+1000 thus costs time only on candidates that are converging; it leaves out the last 0.001 %
+(load) and 0.03 % (PV export) before the nose, where a cap of 100 left out the last 0.5 % and
+4.5 %. At 99.9 % of either nose the default ``tol_pu`` stops the sweep within 8e-10 p.u. of
+its own fully converged solution, which agrees with pandapower run to ``tolerance_mva=1e-13``
+within 5e-13 p.u. pandapower needs that tolerance there: its default ``tolerance_mva=1e-8``,
+which it compares with the per-unit mismatch on ``sn_mva`` (100 MVA in ``case1197``), leaves
+errors of up to 3e-5 p.u. at the 0.415 kV buses of such states, and 1e-11 up to 8e-9.
 
 Units: per-unit on ``net.sn_mva`` and each bus' ``vn_kv`` inside; MW, MVAr, kA, degrees and
 per-unit magnitudes at the interface (names carry the unit).
@@ -231,7 +247,7 @@ class BatchedPowerFlow:
     process (about 4 s, cached on disk afterwards).
     """
 
-    def __init__(self, net: Any, *, tol_pu: float = 1e-10, max_iter: int = 100):
+    def __init__(self, net: Any, *, tol_pu: float = 1e-10, max_iter: int = 1000):
         self.net = net
         self.tol_pu = float(tol_pu)
         self.max_iter = int(max_iter)
@@ -501,8 +517,9 @@ class BatchedPowerFlow:
             _, i, u, _ = elements[e]
             y_node[node_pos[u]] += 2 * (self._line_yff[i] + self._line_yft[i])
         self._y_node_const = y_node
-        self._p_onehot_tb = np.zeros((ntb, n + 1), dtype=np.complex128)
-        self._p_onehot_tb[np.arange(ntb), parent[self._tb_cols]] = 1.0
+        # parent-end shunts of the transformer branches: scatter-added layer by layer (a dense
+        # one-hot product cost 30 ms per 100 candidates on case1197)
+        self._tb_parent_layers = self._aggregation_layers(parent[self._tb_cols], n)
 
         # -- line result mapping (both ends as extended node columns; aux nodes included)
         l_from = np.full(len(line), -1, dtype=np.int64)
@@ -791,7 +808,8 @@ class BatchedPowerFlow:
         y_node = y_bus + self._y_node_const
         if tb.size:
             a_tb, ys_tb, yp, yc = self._branches(inj.tap_pos)
-            y_node += yp @ self._p_onehot_tb
+            for cols, pos in self._tb_parent_layers:
+                y_node[:, cols] += yp[:, pos]
             y_node[:, tb] += yc
             z_tb = 1.0 / ys_tb
         else:

@@ -649,7 +649,7 @@ def convert(src_dir: str | Path) -> tuple[pp.pandapowerNet, ConversionReport]:
     data = _read_opendss(src_dir)
     net = _build_net(data, _read_coords(src_dir))
     try:
-        pp.runpp(net)
+        pp.runpp(net, lightsim2grid=False)
     except pp.LoadflowNotConverged as exc:
         raise CaseError("ieee123: the converted net's power flow does not converge") from exc
 

@@ -64,7 +64,7 @@ def test_bus_labels_and_weakest_bus(name: str) -> None:
     assert net.ext_grid.vm_pu.tolist() == [1.0]
     assert (net.line.c_nf_per_km == 0).all()
     assert (net.line.length_km == 1.0).all()
-    pp.runpp(net)
+    pp.runpp(net, lightsim2grid=False)
     assert net.bus.at[net.res_bus.vm_pu.idxmin(), "name"] == weakest
 
 
@@ -73,8 +73,8 @@ def test_reconversion_reproduces_shipped_file(name: str, shared_data: Path, tmp_
     assert main([str(shared_data / "matpower"), str(tmp_path)]) == 0
     fresh = pp.from_json(str(tmp_path / f"{name}.json"))
     shipped = load_case(name)
-    pp.runpp(fresh)
-    pp.runpp(shipped)
+    pp.runpp(fresh, lightsim2grid=False)
+    pp.runpp(shipped, lightsim2grid=False)
     for table, cols in (("res_bus", ["vm_pu", "va_degree"]), ("res_line", ["pl_mw", "ql_mvar"])):
         np.testing.assert_allclose(
             getattr(fresh, table)[cols].to_numpy(),
@@ -137,7 +137,7 @@ def test_case1197_base_case_matches_the_reference() -> None:
     assert (len(net.bus), len(net.line), len(net.trafo), len(net.load)) == (1197, 1173, 23, 1166)
     assert sorted(set(net.bus.vn_kv)) == [0.415, 23.0, 150.0]
     check_topology(net, "case1197")
-    pp.runpp(net)
+    pp.runpp(net, lightsim2grid=False)
     assert net.res_ext_grid.p_mw.sum() == pytest.approx(1.8038, abs=5e-5)
     assert net.res_line.pl_mw.sum() * 1e3 == pytest.approx(54.38, abs=0.01)
     assert net.res_trafo.pl_mw.sum() * 1e3 == pytest.approx(0.45, abs=0.01)

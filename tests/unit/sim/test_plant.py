@@ -269,7 +269,7 @@ def test_fast_powerflow_sees_topology_service_and_foreign_powerflows(prof):
             elif k == 7:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    pp.runpp(net, init="flat", tolerance_mva=1e-6, numba=False)
+                    pp.runpp(net, init="flat", tolerance_mva=1e-6, numba=False, lightsim2grid=False)
         before = dict(fast._pf_counts)
         assert fast.step() and full.step()
         paths.append(next(p for p in before if fast._pf_counts[p] > before[p]))
@@ -277,3 +277,36 @@ def test_fast_powerflow_sees_topology_service_and_foreign_powerflows(prof):
     assert [paths[k] for k in (2, 4, 6, 8, 9)] == ["recycled"] * 5
     _assert_same_record(fast, full)
     _assert_same_measurement(fast.measure(), full.measure())
+
+
+# ------------------------------------------------- lightsim2grid's solver vs pandapower's
+@pytest.mark.parametrize(("preset", "extra"), [("ieee33-ev", (_BIG,)), ("ieee123-ev", ())])
+def test_lightsim2grid_solver_gives_the_same_records(prof, preset, extra):
+    """``Plant(lightsim2grid=True)`` records what pandapower's own solver records (to 1e-9), on
+    the fast path and the full one, across setpoint changes of every kind and a failed step."""
+    n = 16
+    ref = _plant(prof, preset, n_steps=n, extra=extra, lightsim2grid=False)
+    fast = _plant(prof, preset, n_steps=n, extra=extra, lightsim2grid=True)
+    full = _plant(prof, preset, n_steps=n, extra=extra, lightsim2grid=True, fast_powerflow=False)
+    for k in range(n):
+        for plant in (ref, fast, full):
+            _send(plant, k)
+            plant.step()
+        assert ref.net["_options"]["lightsim2grid"] is False
+        assert fast.net["_options"]["lightsim2grid"] is True
+        assert full.net["_options"]["lightsim2grid"] is True
+        _assert_same_measurement(fast.measure(), ref.measure())
+    _assert_same_record(fast, ref)
+    _assert_same_record(full, ref)
+    assert fast._pf_counts["recycled"] >= n // 2
+
+
+def test_lightsim2grid_solver_falls_back_where_pandapower_refuses_it(prof):
+    """pandapower does not hand voltage-dependent loads to lightsim2grid: the plant then solves
+    with pandapower's own solver and records what a plant without lightsim2grid records."""
+    plants = [_plant(prof, n_steps=4, lightsim2grid=ls2g) for ls2g in (False, True)]
+    for plant in plants:
+        plant.net.load.loc[plant.net.load.index[5], "const_z_p_percent"] = 50.0
+        plant.run()
+        assert plant.net["_options"]["lightsim2grid"] is False
+    _assert_same_record(plants[1], plants[0])
