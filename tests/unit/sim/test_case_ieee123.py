@@ -26,7 +26,7 @@ STEP_PU = 0.00625
 @pytest.fixture(scope="session")
 def ieee123_solved() -> pp.pandapowerNet:
     net = load_case("ieee123")
-    pp.runpp(net)
+    pp.runpp(net, lightsim2grid=False)
     return net
 
 
@@ -130,13 +130,13 @@ def test_tap_step_moves_downstream_voltage(ieee123_solved, reg):
     t = net.trafo.index[net.trafo["name"] == reg][0]
     hv, lv = net.trafo.at[t, "hv_bus"], net.trafo.at[t, "lv_bus"]
     net.trafo.at[t, "tap_pos"] += 1
-    pp.runpp(net)
+    pp.runpp(net, lightsim2grid=False)
     d_lv = net.res_bus.vm_pu[lv] - base.res_bus.vm_pu[lv]
     d_hv = net.res_bus.vm_pu[hv] - base.res_bus.vm_pu[hv]
     assert d_lv == pytest.approx(STEP_PU * base.res_bus.vm_pu[hv], rel=0.05)
     assert abs(d_hv) < 0.1 * STEP_PU
     net.trafo.at[t, "tap_pos"] -= 2
-    pp.runpp(net)
+    pp.runpp(net, lightsim2grid=False)
     d_down = net.res_bus.vm_pu[lv] - base.res_bus.vm_pu[lv]
     assert d_down == pytest.approx(-STEP_PU * base.res_bus.vm_pu[hv], rel=0.05)
 
@@ -146,7 +146,7 @@ def test_converges_at_tap_extremes():
     regs = net.trafo.index[net.trafo["name"].astype(str).str.startswith("reg")]
     for taps in ([16, 16, 16, 16], [-16, -16, -16, -16], [16, -16, 16, -16], [-16, 16, -16, 16]):
         net.trafo.loc[regs, "tap_pos"] = taps
-        pp.runpp(net)
+        pp.runpp(net, lightsim2grid=False)
         assert net.converged
 
 

@@ -66,7 +66,7 @@ def test_every_preset_attaches_and_converges(preset):
     net = cases.load_case(rs.case)
     where = rs.attach(net)
     assert set(d.name for d in rs.devices) <= set(where)
-    pp.runpp(net)
+    pp.runpp(net, lightsim2grid=False)
     assert net.converged
     for name, (table, row) in where.items():
         assert row in net[table].index, name
