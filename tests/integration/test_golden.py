@@ -45,7 +45,16 @@ def _run(name: str, out: Path) -> Path:
     return run_scenario(scenario, out).out_dir
 
 
-@pytest.mark.parametrize("name", builtin_scenarios())
+# a run on the 1,197-bus case takes minutes (its 30-cluster partition alone about one): slow
+EVERY_BUILTIN = [
+    pytest.param(name, marks=pytest.mark.slow)
+    if load_scenario(name).case.name == "case1197"
+    else name
+    for name in builtin_scenarios()
+]
+
+
+@pytest.mark.parametrize("name", EVERY_BUILTIN)
 def test_golden(name, tmp_path, request):
     run_dir = _run(name, tmp_path / name)
     want_dir = GOLDEN / name

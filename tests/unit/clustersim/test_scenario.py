@@ -17,7 +17,9 @@ def test_builtins_exist_and_validate():
     names = builtin_scenarios()
     assert {f"ieee33-ev-{m}" for m in ("none", "local", "centralized", "clustered")} | {
         f"ieee51-ga-{m}" for m in ("none", "centralized", "active", "reactive", "clustered")
-    } | {f"ieee123-ev-{m}" for m in ("none", "centralized", "clustered")} == set(names)
+    } | {f"ieee123-ev-{m}" for m in ("none", "centralized", "clustered")} | {
+        f"case1197-pv-{m}" for m in ("none", "local", "centralized", "clustered")
+    } == set(names)
     assert DEFAULT_SCENARIO == "ieee33-ev-clustered"
     for name in names:
         sc = load_scenario(name)
