@@ -38,11 +38,27 @@ def _table(path: Path) -> pd.DataFrame | None:
     return frame.drop(columns=[c for c in wall.get(path.name, ()) if c in frame.columns])
 
 
-def _run(name: str, out: Path) -> Path:
+def _run(name: str, out: Path, transport: str = "memory") -> Path:
     from clustersim.runner import run_scenario
 
-    scenario = load_scenario(name, overrides=[f"run.duration_h={HOURS}", "comm.transport=memory"])
+    scenario = load_scenario(
+        name, overrides=[f"run.duration_h={HOURS}", f"comm.transport={transport}"]
+    )
     return run_scenario(scenario, out).out_dir
+
+
+def _assert_golden(run_dir: Path, want_dir: Path) -> None:
+    """The run's summary and tables equal the recorded ones (wall-clock keys aside)."""
+    assert want_dir.is_dir(), f"no golden for {want_dir.name}: record with --record-goldens"
+    want = json.loads((want_dir / "summary.json").read_text())
+    got = json.loads(json.dumps(_summary(run_dir), sort_keys=True))
+    assert got == want
+    for table in ("timeseries", "control"):
+        got_t = _table(run_dir / f"{table}.parquet")
+        want_t = _table(want_dir / f"{table}.parquet")
+        assert (got_t is None) == (want_t is None), table
+        if got_t is not None:
+            pd.testing.assert_frame_equal(got_t, want_t, check_exact=True)
 
 
 # a run on the 1,197-bus case takes minutes (its 30-cluster partition alone about one): slow
@@ -71,13 +87,13 @@ def test_golden(name, tmp_path, request):
             else:
                 frame.to_parquet(target, index=False)
         pytest.skip(f"recorded {want_dir}")
-    assert want_dir.is_dir(), f"no golden for {name}: record with --record-goldens"
-    want = json.loads((want_dir / "summary.json").read_text())
-    got = json.loads(json.dumps(_summary(run_dir), sort_keys=True))
-    assert got == want
-    for table in ("timeseries", "control"):
-        got_t = _table(run_dir / f"{table}.parquet")
-        want_t = _table(want_dir / f"{table}.parquet")
-        assert (got_t is None) == (want_t is None), table
-        if got_t is not None:
-            pd.testing.assert_frame_equal(got_t, want_t, check_exact=True)
+    _assert_golden(run_dir, want_dir)
+
+
+@pytest.mark.slow
+def test_case1197_clustered_over_the_embedded_broker_equals_its_golden(tmp_path):
+    """Determinism across transports at scale: case1197-pv-clustered (30 agents) over the run's
+    own embedded MQTT broker gives exactly the golden recorded over the in-memory transport
+    (the partition context is built once per process and cached for the golden run's twin)."""
+    name = "case1197-pv-clustered"
+    _assert_golden(_run(name, tmp_path / name, transport="mqtt"), GOLDEN / name)
