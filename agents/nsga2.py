@@ -66,10 +66,16 @@ class Evaluable(Protocol):
 
 def crowding(F: np.ndarray) -> np.ndarray:
     """Crowding distance of the points of one front (pymoo's kernel; ``inf`` at the extremes and
-    for fronts of at most two points)."""
+    for fronts of at most two points). A point whose objectives repeat an earlier point's gets 0,
+    and the distances are those of the distinct points, as in pymoo's ``RankAndCrowding``."""
     if len(F) <= 2:
         return np.full(len(F), np.inf)
-    return np.asarray(calc_crowding_distance(F), dtype=float)
+    first = np.sort(_first_rows(F))
+    if len(first) == len(F):
+        return np.asarray(calc_crowding_distance(F), dtype=float)
+    cd = np.zeros(len(F))
+    cd[first] = calc_crowding_distance(F[first]) if len(first) > 2 else np.inf
+    return cd
 
 
 def survival(
@@ -129,15 +135,19 @@ def tournament(
     return np.where(either_infeasible, by_cv, by_rank)
 
 
+def _first_rows(A: np.ndarray) -> np.ndarray:
+    """Indices of the first occurrence of each distinct row of ``A`` (exact equality)."""
+    A = np.ascontiguousarray(A + 0.0)  # + 0.0 folds -0.0 into 0.0
+    keys = A.view(np.dtype((np.void, A.dtype.itemsize * A.shape[1]))).ravel()
+    return np.asarray(np.unique(keys, return_index=True)[1], dtype=int)
+
+
 def _rows_new(X: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Mask of the rows of ``X`` that equal no row of ``known`` and no earlier row of ``X``."""
     if len(X) == 0:
         return np.zeros(0, dtype=bool)
-    both = np.ascontiguousarray(np.vstack([known, X]) + 0.0)  # + 0.0 folds -0.0 into 0.0
-    keys = both.view(np.dtype((np.void, both.dtype.itemsize * both.shape[1]))).ravel()
-    _, first = np.unique(keys, return_index=True)
-    new = np.zeros(len(both), dtype=bool)
-    new[first] = True
+    new = np.zeros(len(known) + len(X), dtype=bool)
+    new[_first_rows(np.vstack([known, X]))] = True
     return new[len(known) :]
 
 
