@@ -49,8 +49,9 @@ def classical_mds(d: np.ndarray, dims: int) -> np.ndarray:
     largest positive eigenvalues. Returns (n, ≤ dims); eigenvector signs fixed (largest |entry|
     positive) so the embedding is deterministic."""
     n = d.shape[0]
-    j = np.eye(n) - 1.0 / n
-    b = -0.5 * j @ (d**2) @ j
+    d2 = np.asarray(d, dtype=float) ** 2
+    # J D² J with J = I − 1/n: subtract row and column means, add back the grand mean (O(n²))
+    b = -0.5 * (d2 - d2.mean(axis=1)[:, None] - d2.mean(axis=0)[None, :] + d2.mean())
     w, v = np.linalg.eigh(0.5 * (b + b.T))
     order = np.argsort(w)[::-1]
     w, v = w[order], v[:, order]

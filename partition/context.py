@@ -3,7 +3,9 @@
 :func:`build_context` turns a pandapower net (plus the scenario's resources, profiles and channel
 model) into the arrays every partition metric and method reads; it is the only place of the
 partition stage that touches pandapower. :func:`context_for_case` does it for a built-in case
-with its default preset and synthetic (or SimBench) profiles, cached per argument set.
+with its default preset and synthetic (or SimBench) profiles, cached per argument set. Built
+contexts are cached by a hash of their inputs (:func:`context_key`), in the process and, for large
+networks, on disk (:mod:`clustersim.partition.context_cache`).
 
 Nodes are the energized buses of the operating topology (``clustersim.sim.cases.operating_graph``:
 buses fused by closed bus-bus switches count once, represented by their lowest bus index, and
@@ -33,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import hashlib
 import json
 import time
 import warnings
@@ -44,13 +47,14 @@ import networkx as nx
 import numpy as np
 import pandapower as pp
 import pandas as pd
+import scipy
 import scipy.sparse as sp
 from pandapower.pypower.idx_bus import CID_P, CID_Q, CZD_P, CZD_Q
 from scipy.sparse.csgraph import shortest_path
 from threadpoolctl import threadpool_limits
 
 from clustersim.errors import PartitionError, PowerFlowError, ScenarioError
-from clustersim.partition import distance
+from clustersim.partition import context_cache, distance
 from clustersim.partition.core import CommParams, PartitionContext
 from clustersim.sim import cases
 from clustersim.sim import profiles as prof
@@ -72,8 +76,11 @@ __all__ = [
     "DEFAULT_PRESETS",
     "SIMBENCH_CODES",
     "build_context",
+    "clear_context_cache",
     "comm_params",
+    "context_cache_info",
     "context_for_case",
+    "context_key",
 ]
 
 DEFAULT_PRESETS = {"ieee33": "ieee33-ev", "ieee51": "ieee51-ga", "ieee123": "ieee123-ev"}
@@ -198,6 +205,17 @@ def _field(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
+def _channel(comm: Any) -> tuple[float, float]:
+    """(mean one-way latency ms, loss probability) of a ``[comm]`` table (defaults filled in)."""
+    mean_ms = _field(_field(comm, "latency"), "mean_ms")
+    p = _field(_field(comm, "loss"), "p")
+    mean_ms = DEFAULT_LATENCY_MS if mean_ms is None else float(mean_ms)
+    p = DEFAULT_LOSS if p is None else float(p)
+    if not (np.isfinite(mean_ms) and mean_ms >= 0 and np.isfinite(p) and 0 <= p <= 1):
+        raise PartitionError(f"invalid channel model: latency {mean_ms} ms, loss {p}")
+    return mean_ms, p
+
+
 def comm_params(n: int, comm: Any = None) -> CommParams:
     """The channel model summary for ``n`` nodes.
 
@@ -214,12 +232,7 @@ def comm_params(n: int, comm: Any = None) -> CommParams:
             if np.shape(mat) != (n, n):
                 raise PartitionError(f"comm.{name} has shape {np.shape(mat)}, expected ({n}, {n})")
         return comm
-    mean_ms = _field(_field(comm, "latency"), "mean_ms")
-    p = _field(_field(comm, "loss"), "p")
-    mean_ms = DEFAULT_LATENCY_MS if mean_ms is None else float(mean_ms)
-    p = DEFAULT_LOSS if p is None else float(p)
-    if not (np.isfinite(mean_ms) and mean_ms >= 0 and np.isfinite(p) and 0 <= p <= 1):
-        raise PartitionError(f"invalid channel model: latency {mean_ms} ms, loss {p}")
+    mean_ms, p = _channel(comm)
     off = 1.0 - np.eye(n)
     rtt = 2.0 * mean_ms * off
     loss = p * off
@@ -505,36 +518,62 @@ def _zip_loads(net: pp.pandapowerNet) -> bool:
     return bool(np.any(bus[:, [CID_P, CID_Q, CZD_P, CZD_Q]] != 0))
 
 
+class _SnapshotDistances:
+    """The (T_e, n, n) [EVEC] distances ``d_t`` filled snapshot by snapshot (no matrix of
+    sensitivities is kept), and the profile rows whose power flow failed."""
+
+    def __init__(self, t_e: int, n: int, s_qv_base: np.ndarray) -> None:
+        self.d_t = np.empty((t_e, n, n))
+        self.failed: list[int] = []
+        self.base = s_qv_base
+
+    def put(self, i: int, row: int, s_qv: np.ndarray | None) -> None:
+        """Snapshot ``i`` (profile row ``row``); a failed one (None) repeats the previous
+        snapshot's distances (the first: the base case's)."""
+        if s_qv is not None:
+            self.d_t[i] = distance.electrical_distance(s_qv)
+            return
+        self.failed.append(int(row))
+        self.d_t[i] = self.d_t[i - 1] if i > 0 else distance.electrical_distance(self.base)
+
+
+def _snapshots_runpp(
+    net: pp.pandapowerNet,
+    topo: _Topology,
+    series: tuple[_Series, _Series, _Series],
+    index: np.ndarray,
+    out: _SnapshotDistances,
+) -> None:
+    """The snapshots by pandapower's ``runpp`` (voltage-dependent loads), warm-started."""
+    load_p, load_q, sgen_p = series
+    warm = True
+    for i, t in enumerate(index):
+        net.load.loc[load_p.rows, "p_mw"] = load_p.values[t]
+        net.load.loc[load_q.rows, "q_mvar"] = load_q.values[t]
+        net.sgen.loc[sgen_p.rows, "p_mw"] = sgen_p.values[t]
+        warm = _runpp(net, warm)
+        out.put(i, t, distance.net_sensitivities(net, topo.buses)[0] if warm else None)
+
+
 def _snapshots(
     net: pp.pandapowerNet,
     topo: _Topology,
     series: tuple[_Series, _Series, _Series],
     index: np.ndarray,
     s_qv_base: np.ndarray,
-) -> tuple[list[np.ndarray], list[int]]:
-    """``∂|V|/∂Q`` at each snapshot (profile row in ``index``), and the rows that failed.
+) -> tuple[np.ndarray, list[int]]:
+    """(T_e, n, n) [EVEC] distance ``d_t`` (:func:`~clustersim.partition.distance.electrical_distance`
+    of ``∂|V|/∂Q``) at each snapshot (profile row in ``index``), and the rows that failed.
 
     ``net`` holds the converged base case. Only load and generator injections change between
     snapshots, so the power flow is solved directly on pandapower's admittance matrix of the base
     case (:func:`~clustersim.partition.distance.newton_raphson`, warm-started from the previous
     snapshot); with voltage-dependent (ZIP) loads pandapower's ``runpp`` is run instead.
     """
-    load_p, load_q, sgen_p = series
-    out: list[np.ndarray] = []
-    failed: list[int] = []
+    out = _SnapshotDistances(len(index), len(topo.buses), s_qv_base)
     if _zip_loads(net):
-        warm = True
-        for t in index:
-            net.load.loc[load_p.rows, "p_mw"] = load_p.values[t]
-            net.load.loc[load_q.rows, "q_mvar"] = load_q.values[t]
-            net.sgen.loc[sgen_p.rows, "p_mw"] = sgen_p.values[t]
-            warm = _runpp(net, warm)
-            if warm:
-                out.append(distance.net_sensitivities(net, topo.buses)[0])
-            else:
-                failed.append(int(t))
-                out.append(out[-1] if out else s_qv_base)
-        return out, failed
+        _snapshots_runpp(net, topo, series, index, out)
+        return out.d_t, out.failed
 
     internal = net._ppc["internal"]
     base_mva = float(internal["baseMVA"])
@@ -543,28 +582,26 @@ def _snapshots(
     sub = np.ix_(distance.ppc_index(net, topo.buses), distance.ppc_index(net, topo.buses))
     # injection change (p.u.) of each element per unit of its column value
     parts = []
-    for table, col, s, sign in (
-        ("load", "p_mw", load_p, -1.0),
-        ("load", "q_mvar", load_q, -1.0j),
-        ("sgen", "p_mw", sgen_p, 1.0),
+    for (table, col, sign), s in zip(
+        (("load", "p_mw", -1.0), ("load", "q_mvar", -1.0j), ("sgen", "p_mw", 1.0)),
+        series,
+        strict=True,
     ):
         base = net[table].loc[s.rows, col].to_numpy(dtype=float)
         at = distance.ppc_index(net, net[table].loc[s.rows, "bus"].to_numpy(dtype=int))
         parts.append((s, base, at, sign * s.scaling / base_mva))
     sbus0 = np.asarray(internal["Sbus"], dtype=complex)
     v = np.asarray(internal["V"], dtype=complex)
-    for t in index:
+    for i, t in enumerate(index):
         sbus = sbus0.copy()
         for s, base, at, gain in parts:
             np.add.at(sbus, at, gain * (s.values[t] - base))
         v_t, ok = distance.newton_raphson(ybus, sbus, v, pv, pq)
         if ok:
             v = v_t
-            out.append(distance.OperatingPoint(ybus, v, pv, pq).sensitivities()[0][sub])
-        else:
-            failed.append(int(t))
-            out.append(out[-1] if out else s_qv_base)
-    return out, failed
+        op = distance.OperatingPoint(ybus, v, pv, pq)
+        out.put(i, t, op.sensitivities()[0][sub] if ok else None)
+    return out.d_t, out.failed
 
 
 def _readonly(ctx_arrays: list[np.ndarray]) -> None:
@@ -590,8 +627,11 @@ def build_context(
 
     ``net`` is not modified (the resources are attached to a copy). ``comm``: see
     :func:`comm_params`. ``snapshots``: number of [EVEC] snapshots (≥ 1; at most one per profile
-    point). Every array of the result is read-only and its graph frozen: contexts are shared
-    (``context_for_case`` caches them), so nothing may change them in place.
+    point). Every array of the result is read-only and its graph frozen: contexts are shared,
+    so nothing may change them in place. The same inputs (:func:`context_key`) give the same
+    context object within a process, and a context of a large network is read back from the disk
+    cache in a later process (:mod:`clustersim.partition.context_cache`); ``extra["build_time_s"]``
+    is the time of the build that made it.
 
     Fields beyond core.py's docstrings:
 
@@ -616,14 +656,101 @@ def build_context(
     A snapshot whose power flow does not converge keeps the previous snapshot's matrices and is
     listed in ``extra["failed_snapshots"]``.
     """
-    with _single_thread_blas():
-        return _build(net, resources, profiles, comm, name, int(snapshots))
+    key = context_key(net, resources, profiles, comm=comm, name=name, snapshots=snapshots)
+    ctx = context_cache.get(key)
+    if ctx is None:
+        with _single_thread_blas():
+            ctx = _build(net, resources, profiles, comm, name, int(snapshots))
+        context_cache.count_build()
+        context_cache.put(key, ctx)
+    return ctx
+
+
+def context_cache_info() -> dict[str, int]:
+    """Counters of the context cache (:mod:`clustersim.partition.context_cache`): ``builds``,
+    ``memory_hits``, ``disk_hits``, ``disk_writes``, ``disk_errors``, ``entries``."""
+    return context_cache.info()
+
+
+def clear_context_cache(*, disk: bool = False) -> None:
+    """Forget every cached context (``disk``: also remove the cache files); ``context_for_case``
+    forgets its own argument cache too."""
+    _context_for_case.cache_clear()
+    context_cache.clear(disk=disk)
+
+
+def _hash_frame(h: Any, frame: pd.DataFrame) -> None:
+    """Feed a table's columns, dtypes, index and values into the hash ``h``."""
+    h.update(repr((list(frame.columns), [str(t) for t in frame.dtypes], frame.shape)).encode())
+    if frame.empty:
+        return
+    h.update(frame.index.to_numpy().astype(str).tobytes())
+    for col in frame.columns:
+        try:
+            values = pd.util.hash_pandas_object(frame[col], index=False).to_numpy()
+        except TypeError:  # unhashable cells (lists, dicts): by their text
+            values = frame[col].astype(str).to_numpy().astype(str)
+        h.update(values.tobytes())
+
+
+def context_key(
+    net: pp.pandapowerNet,
+    resources: ResourceSet | None = None,
+    profiles: prof.Profiles | None = None,
+    *,
+    comm: Any = None,
+    name: str = "",
+    snapshots: int = 24,
+) -> str:
+    """SHA-256 (hex) of everything :func:`build_context` reads, the key of its cache.
+
+    The net's tables and settings (every entry except results ``res_*``, pandapower's internal
+    ``_*`` state and the ``converged`` flags), the resource set (its JSON), the profiles' actual
+    frame, step and source, the channel model summary (the matrices of a :class:`CommParams`,
+    else the mean latency and loss :func:`comm_params` reads), ``name``, ``snapshots``, the cache
+    format (:data:`~clustersim.partition.context_cache.FORMAT`) and the versions of numpy, scipy,
+    networkx and pandapower.
+    """
+    h = hashlib.sha256()
+    h.update(
+        repr(
+            (
+                context_cache.FORMAT,
+                np.__version__,
+                scipy.__version__,
+                nx.__version__,
+                pp.__version__,
+                name or str(net.name or "case"),
+                int(snapshots),
+            )
+        ).encode()
+    )
+    for entry in sorted(net.keys()):
+        if entry.startswith(("_", "res_")) or entry in ("converged", "OPF_converged"):
+            continue
+        value = net[entry]
+        h.update(f"net.{entry}".encode())
+        if isinstance(value, pd.DataFrame):
+            _hash_frame(h, value)
+        else:
+            h.update(json.dumps(value, sort_keys=True, default=repr).encode())
+    h.update(b"resources" + (resources.model_dump_json().encode() if resources else b"none"))
+    if profiles is not None:
+        h.update(f"profiles {profiles.step_s} {profiles.source}".encode())
+        _hash_frame(h, profiles.actual)
+    if isinstance(comm, CommParams):
+        h.update(repr((comm.rtt_max_ms, comm.loss_max)).encode())
+        h.update(np.ascontiguousarray(comm.rtt_ms, dtype=float).tobytes())
+        h.update(np.ascontiguousarray(comm.loss, dtype=float).tobytes())
+    else:
+        h.update(repr(("channel", *_channel(comm))).encode())
+    return h.hexdigest()
 
 
 def _single_thread_blas() -> contextlib.AbstractContextManager[Any]:
-    """Limit BLAS to one thread while building: the matrices are small (n ≈ 30..130), and on a
-    small shared machine multi-threaded BLAS made the triangular solves ~25x slower (measured on
-    2 cores)."""
+    """Limit BLAS to one thread while building: on a small shared machine multi-threaded BLAS
+    made the triangular solves ~25x slower (measured on 2 cores, n ≈ 30..130); at n = 1197 each
+    distance matrix's one matrix product takes about 0.2 s on one thread."""
     return threadpool_limits(limits=1, user_api="blas")
 
 
@@ -673,14 +800,14 @@ def _build(
         n_res, q_comp, p_flex, by_kind, unplaced = _resources_from_net(net, topo)
 
     # --- [EVEC] snapshots
-    s_qv_t: list[np.ndarray] = [s_qv]
     failed: list[int] = []
     if profiles is None:
         index = np.zeros(1, dtype=int)
+        d_t = distance.electrical_distance(s_qv)[None]
     else:
         index = _snapshot_index(factors.t, int(snapshots))
-        s_qv_t, failed = _snapshots(net, topo, (load_p, load_q, sgen_p), index, s_qv)
-    d_t, e_t = distance.time_varying_distance(np.stack(s_qv_t))
+        d_t, failed = _snapshots(net, topo, (load_p, load_q, sgen_p), index, s_qv)
+    e_t = distance.edge_weights(d_t)
     step_s = profiles.step_s if profiles is not None else prof.NATIVE_STEP_S
 
     ctx_comm = comm_params(n, comm)

@@ -61,7 +61,6 @@ from pandapower.pypower.idx_brch import SHIFT
 from pandapower.pypower.idx_bus import CID_P, CID_Q, CZD_P, CZD_Q, PD, QD
 from pandapower.pypower.makeYbus import makeYbus
 from scipy.sparse.linalg import splu
-from scipy.spatial.distance import cdist
 
 from clustersim.errors import PowerFlowError
 
@@ -69,10 +68,12 @@ __all__ = [
     "OperatingPoint",
     "attenuation",
     "b_matrix_reactance",
+    "edge_weights",
     "electrical_distance",
     "net_b_matrix_reactance",
     "net_sensitivities",
     "newton_raphson",
+    "pairwise_euclidean",
     "ppc_index",
     "s1_alpha",
     "s1_distance",
@@ -379,14 +380,54 @@ def attenuation(s: np.ndarray) -> np.ndarray:
     return np.log10(np.diag(sc)[None, :] / sc)
 
 
-def electrical_distance(s: np.ndarray) -> np.ndarray:
-    """``H_ij = sqrt(Σ_k (e_ik − e_jk)²)`` with ``e = attenuation(S)`` (distance H of [CVC];
-    M of [NSGA3PART]): the Euclidean distance between the attenuation rows of i and j.
-    Symmetric, 0 on the diagonal, ≥ 0, in decades."""
-    e = attenuation(s)
-    h = cdist(e, e)
+_GRAM_REFINE = 1e-4
+"""pairs with ``d² < _GRAM_REFINE · (|c_i|² + |c_j|²)`` are recomputed from their difference"""
+_GRAM_CHUNK = 4096
+"""pairs recomputed per vectorized step"""
+
+
+def pairwise_euclidean(x: np.ndarray) -> np.ndarray:
+    """(n, n) Euclidean distances between the rows of ``x`` (n, f); symmetric, 0 on the diagonal.
+
+    Gram form through one matrix product: with the rows centred (``c = x − mean``, which leaves
+    every distance unchanged and shrinks the norms), ``d²_ij = |c_i|² + |c_j|² − 2 c_i·c_j``.
+    The product costs ``n² f`` multiply-adds in BLAS, ten times faster than
+    ``scipy.spatial.distance.cdist`` at n = 1197 (measured on 2 cores). The form loses digits where
+    ``d² ≪ |c|²`` (cancellation): every pair with ``d²`` below ``_GRAM_REFINE`` times
+    ``|c_i|² + |c_j|²`` is recomputed from the difference of its rows, so the relative error stays
+    below about 1e-11 for every pair (against ``cdist`` on the case1197 Q–V attenuation rows).
+    """
+    x = np.asarray(x, dtype=float)
+    n = x.shape[0]
+    if n == 0:
+        return np.zeros((0, 0))
+    c = x - x.mean(axis=0)
+    sq = np.einsum("ij,ij->i", c, c)
+    d2 = c @ c.T
+    d2 *= -2.0
+    d2 += sq[:, None]
+    d2 += sq[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    close = d2 < _GRAM_REFINE * (sq[:, None] + sq[None, :])
+    i, j = np.nonzero(np.triu(close, 1))
+    del close
+    h = np.triu(np.sqrt(d2, out=d2), 1)
+    h += h.T  # exactly symmetric: the product's two triangles need not agree to the last bit
+    for a in range(0, len(i), _GRAM_CHUNK):
+        ii, jj = i[a : a + _GRAM_CHUNK], j[a : a + _GRAM_CHUNK]
+        diff = x[ii] - x[jj]
+        v = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        h[ii, jj] = v
+        h[jj, ii] = v
     np.fill_diagonal(h, 0.0)
     return h
+
+
+def electrical_distance(s: np.ndarray) -> np.ndarray:
+    """``H_ij = sqrt(Σ_k (e_ik − e_jk)²)`` with ``e = attenuation(S)`` (distance H of [CVC];
+    M of [NSGA3PART]): the Euclidean distance between the attenuation rows of i and j
+    (:func:`pairwise_euclidean`). Symmetric, 0 on the diagonal, ≥ 0, in decades."""
+    return pairwise_euclidean(attenuation(s))
 
 
 def s2_coupling(s_pv: np.ndarray, s_qv: np.ndarray) -> np.ndarray:
@@ -416,18 +457,41 @@ def s1_distance(x: np.ndarray) -> np.ndarray:
     return electrical_distance(x)
 
 
-def time_varying_distance(s_qv_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def time_varying_distance(
+    s_qv_t: Sequence[np.ndarray] | np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """[EVEC] time-varying electrical distance and edge weights from Q–V snapshots.
 
-    ``s_qv_t`` (T_e, n, n): ``∂|V|/∂Q`` at the operating point of each snapshot. Returns
-    ``(d_t, e_t)``, both (T_e, n, n): ``d_ijt = H^Q_ij(t)`` (the [CVC] construction on the Q part,
-    decades; ``L_ijt = d_ijt`` of [EVEC]) and ``e_ijt = 1 − L_ijt / max_ij L_ijt`` in [0, 1]
-    (1 on the diagonal; all ones for a snapshot whose distances are all 0).
+    ``s_qv_t`` (T_e, n, n), an array or a sequence of (n, n) matrices: ``∂|V|/∂Q`` at the
+    operating point of each snapshot. Returns ``(d_t, e_t)``, both (T_e, n, n):
+    ``d_ijt = H^Q_ij(t)`` (the [CVC] construction on the Q part, decades; ``L_ijt = d_ijt`` of
+    [EVEC]) and ``e_ijt = 1 − L_ijt / max_ij L_ijt`` in [0, 1] (:func:`edge_weights`).
     """
-    s_qv_t = np.asarray(s_qv_t, dtype=float)
-    d_t = np.stack([electrical_distance(s) for s in s_qv_t]) if len(s_qv_t) else s_qv_t.copy()
-    if d_t.size == 0:
-        return d_t, d_t.copy()
-    d_max = d_t.max(axis=(1, 2), keepdims=True)
-    e_t = np.where(d_max > 0, 1.0 - d_t / np.where(d_max > 0, d_max, 1.0), 1.0)
-    return d_t, np.clip(e_t, 0.0, 1.0)
+    if len(s_qv_t) == 0:
+        empty = np.array(s_qv_t, dtype=float)
+        return empty, empty.copy()
+    d_t: np.ndarray | None = None
+    for t, s in enumerate(s_qv_t):
+        d = electrical_distance(s)
+        if d_t is None:
+            d_t = np.empty((len(s_qv_t), *d.shape))
+        d_t[t] = d
+    assert d_t is not None
+    return d_t, edge_weights(d_t)
+
+
+def edge_weights(d_t: np.ndarray) -> np.ndarray:
+    """[EVEC] edge weights ``e_ijt = 1 − L_ijt / max_ij L_ijt`` of the distances ``d_t``
+    (T_e, n, n), clipped to [0, 1]; 1 on the diagonal, all ones for a snapshot whose distances are
+    all 0. Computed snapshot by snapshot, so the only large allocation is the result."""
+    d_t = np.asarray(d_t, dtype=float)
+    e_t = np.empty_like(d_t)
+    for t in range(d_t.shape[0]):
+        d_max = float(d_t[t].max()) if d_t[t].size else 0.0
+        if d_max > 0:
+            np.divide(d_t[t], d_max, out=e_t[t])
+            np.subtract(1.0, e_t[t], out=e_t[t])
+            np.clip(e_t[t], 0.0, 1.0, out=e_t[t])
+        else:
+            e_t[t] = 1.0
+    return e_t

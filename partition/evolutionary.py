@@ -376,6 +376,10 @@ def _dp_project_kernel(
         total += child_ptr[v + 1] - child_ptr[v] + 1
     table = np.full((total, kk, uu), _INF, dtype=np.int64)
     sub_size = np.ones(n, dtype=np.int64)
+    # the finite states (c, s, value) of the child being merged, c ascending
+    fc = np.empty(kk * uu, dtype=np.int64)
+    fs = np.empty(kk * uu, dtype=np.int64)
+    fv = np.empty(kk * uu, dtype=np.int64)
     for i in range(n):
         v = post[i]
         st = first_stage[v]
@@ -392,24 +396,33 @@ def _dp_project_kernel(
             smax2 = min(uu - 1, sub_size[u])
             cost_cut = 0 if cut[u] else 1
             cost_keep = 1 - cost_cut
+            nf = 0
+            for c2 in range(cmax2 + 1):
+                for s2 in range(1, smax2 + 1):
+                    if fin[c2, s2] < _INF:
+                        fc[nf] = c2
+                        fs[nf] = s2
+                        fv[nf] = fin[c2, s2]
+                        nf += 1
             for c1 in range(cmax1 + 1):
                 for s1 in range(1, smax1 + 1):
                     a = prev[c1, s1]
                     if a >= _INF:
                         continue
-                    for c2 in range(min(cmax2, n_cuts - c1) + 1):
-                        for s2 in range(1, smax2 + 1):
-                            b = fin[c2, s2]
-                            if b >= _INF:
-                                continue
-                            if s2 >= lo and c1 + c2 + 1 <= n_cuts:
-                                val = a + b + cost_cut
-                                if val < new[c1 + c2 + 1, s1]:
-                                    new[c1 + c2 + 1, s1] = val
-                            if s1 + s2 < uu:
-                                val = a + b + cost_keep
-                                if val < new[c1 + c2, s1 + s2]:
-                                    new[c1 + c2, s1 + s2] = val
+                    for f in range(nf):
+                        c2 = fc[f]
+                        if c2 > n_cuts - c1:
+                            break
+                        s2 = fs[f]
+                        b = fv[f]
+                        if s2 >= lo and c1 + c2 + 1 <= n_cuts:
+                            val = a + b + cost_cut
+                            if val < new[c1 + c2 + 1, s1]:
+                                new[c1 + c2 + 1, s1] = val
+                        if s1 + s2 < uu:
+                            val = a + b + cost_keep
+                            if val < new[c1 + c2, s1 + s2]:
+                                new[c1 + c2, s1 + s2] = val
             acc += sub_size[u]
             st += 1
         sub_size[v] = acc

@@ -49,12 +49,31 @@ are marked "Choice".
      with the temperatures of [EVEC] (T ≥ 100 · 0.99¹⁰⁰ ≈ 37) almost every move is accepted — the
      annealing acts as an exploration walk, and the best-seen partition plus the final ascent
      make the result.
+   - *K-means start* (ours, not [EVEC]; ``kmeans_start``, on by default): SAO also refines the
+     partition of the ``kmeans`` baseline (:func:`clustersim.partition.baselines.kmeans`, drawn
+     from the generator as ``run_partition`` hands it to that baseline for the same seed) when
+     that partition is feasible (k connected clusters within [C_min, C_max]), and HI returns the
+     one of higher τ (ties: the VMCS/CCE one). So HI never returns a lower τ than a feasible
+     K-means partition of the same seed. Why it is needed: on a network without resources
+     (no generation, compensation or flexibility) α only credits clusters without load
+     (b_P = b_Q = 1 there, 0 for every loaded cluster; :func:`~clustersim.partition.metrics.s0_alpha`).
+     On case1197 without a preset the 31 nodes of the 23 kV feeder carry no load; K-means on
+     electrical distance puts them in clusters of their own, while σ's R_net is 0 without
+     resources, so VMCS spreads every initial group into the LV networks, CCE gives each feeder
+     node a loaded cluster, and SAO's moves, which keep the number of clusters, cannot empty a
+     cluster of its load. For 30 clusters of 2..78 nodes (seed 0): τ 0.2737 from VMCS/CCE-SAO
+     (no cluster without load) against 0.3284 for K-means (5 feeder-only clusters), 0.3285 for
+     SAO from the K-means partition; each LV network whole plus the feeder in 8 clusters would
+     reach 0.3611, which neither search finds. With every built-in scenario's bounds the K-means
+     partition is infeasible, so their partitions do not change.
 
 Every step draws only from the given ``rng``: the same generator state gives the same labels.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 import math
 from collections.abc import Iterator, Sequence
@@ -63,7 +82,7 @@ import networkx as nx
 import numpy as np
 
 from clustersim.errors import PartitionError
-from clustersim.partition import metrics
+from clustersim.partition import baselines, metrics
 from clustersim.partition.core import PartitionContext, PartitionTask
 
 __all__ = [
@@ -358,9 +377,10 @@ def sigma_batch(
 
 
 def _sample_candidate(
-    topo: _Topo, hops: np.ndarray, k: int, m: int, rng: np.random.Generator
+    topo: _Topo, hops_t: np.ndarray, k: int, m: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """One VMCS sample: (k, m) initial nodes, -1 where a group could not grow."""
+    """One VMCS sample: (k, m) initial nodes, -1 where a group could not grow. ``hops_t``: the
+    hop counts transposed (row j: every node's distance to node j)."""
     n = topo.n
     owner = np.full(n, -1, dtype=int)
     out = np.full((k, m), -1, dtype=int)
@@ -369,13 +389,14 @@ def _sample_candidate(
         if c == 0:
             first = int(rng.integers(n))
         else:
-            p = hops[:, prev].min(axis=1)
+            p = hops_t[prev].min(axis=0)
             p[owner >= 0] = 0.0
             total = float(p.sum())
-            free = np.flatnonzero(owner < 0)
-            first = (
-                int(rng.choice(n, p=p / total)) if total > 0 else int(free[rng.integers(len(free))])
-            )
+            if total > 0:
+                first = int(rng.choice(n, p=p / total))
+            else:
+                free = np.flatnonzero(owner < 0)
+                first = int(free[rng.integers(len(free))])
         group = [first]
         owner[first] = c
         for _ in range(1, m):
@@ -426,8 +447,8 @@ def vmcs(
     n = ctx.n
     m = max(1, min(n_initial, n // k))
     hops = np.asarray(ctx.topo_dist, dtype=float)
-    hops = np.where(np.isfinite(hops), hops, 0.0)
-    cand = np.stack([_sample_candidate(topo, hops, k, m, rng) for _ in range(n_candidates)])
+    hops_t = np.ascontiguousarray(np.where(np.isfinite(hops), hops, 0.0).T)
+    cand = np.stack([_sample_candidate(topo, hops_t, k, m, rng) for _ in range(n_candidates)])
     sigma_of = _Sigma(ctx, w1, w2)
     sigma = sigma_of(cand)
     rows = np.arange(n_candidates)
@@ -484,6 +505,24 @@ def _carry(topo: _Topo, members: set[int], u: int) -> tuple[int, ...] | None:
     return tuple(sorted(out))
 
 
+def _boundary(
+    topo: _Topo, labels: np.ndarray, sources: set[int] | None, targets: set[int] | None
+) -> list[int]:
+    """Nodes (increasing) with a neighbour of another label, in a cluster of ``sources`` and
+    with such a neighbour in ``targets`` (``None``: any)."""
+    nbrs = topo.padded
+    own = labels[:, None]
+    valid = nbrs >= 0
+    other = np.where(valid, labels[np.where(valid, nbrs, 0)], own)
+    cross = other != own
+    if targets is not None:
+        cross &= np.isin(other, list(targets))
+    mask = cross.any(axis=1)
+    if sources is not None:
+        mask &= np.isin(labels, list(sources))
+    return np.flatnonzero(mask).tolist()
+
+
 def _raw_moves(
     topo: _Topo,
     labels: np.ndarray,
@@ -491,12 +530,11 @@ def _raw_moves(
     sources: set[int] | None = None,
     targets: set[int] | None = None,
 ) -> Iterator[tuple[tuple[int, ...], int, int]]:
-    """Connectivity-preserving moves ``(nodes, from, to)`` of boundary nodes (sizes unchecked)."""
+    """Connectivity-preserving moves ``(nodes, from, to)`` of boundary nodes (sizes unchecked),
+    in increasing order of the boundary node, then of the target cluster."""
     cache: dict[int, tuple[int, ...] | None] = {}
-    for u in range(topo.n):
+    for u in _boundary(topo, labels, sources, targets):
         a = int(labels[u])
-        if sources is not None and a not in sources:
-            continue
         for b in sorted({int(labels[v]) for v in topo.nbrs[u]} - {a}):
             if targets is not None and b not in targets:
                 continue
@@ -784,16 +822,20 @@ def partition_hi(
     t0: float = 100.0,
     cooling: float = 0.99,
     sa_iterations: int = 100,
+    kmeans_start: bool = True,
 ) -> np.ndarray:
     """HI partition of [EVEC]: VMCS initial nodes (``n_candidates`` × ``n_mutations``, σ weights
     ``w_sigma``), then CCE-SAO (τ weights ``w_tau``; annealing ``t0``, ``cooling``,
-    ``sa_iterations``). Every step is described in the module docstring.
+    ``sa_iterations``); with ``kmeans_start`` also SAO from the K-means partition when that is
+    feasible, keeping the higher τ. Every step is described in the module docstring.
 
     Returns labels (n,) of ``k`` connected clusters of ``min_size``..``max_size`` nodes whenever
     such a partition exists (decided exactly on a spanning tree of the operating topology, the
     topology itself for a radial feeder); raises PartitionError when none does.
     """
     ctx, k, rng, min_size, max_size = task.ctx, task.k, task.rng, task.min_size, task.max_size
+    # the generator as the K-means baseline receives it from run_partition (nothing drawn yet)
+    kmeans_rng = copy.deepcopy(rng)
     topo = _Topo(ctx)
     n = ctx.n
     fallback = _dp_partition(ctx, k, min_size, max_size, None)
@@ -819,10 +861,10 @@ def partition_hi(
     if not _feasible(topo, labels, k, min_size, max_size):
         repaired = _dp_partition(ctx, k, min_size, max_size, labels)
         labels = repaired if repaired is not None else fallback
-    labels, _tau = sao_refine(
+    refine = functools.partial(
+        sao_refine,
         ctx,
-        labels,
-        k,
+        k=k,
         rng=rng,
         min_size=min_size,
         max_size=max_size,
@@ -832,4 +874,11 @@ def partition_hi(
         cooling=cooling,
         sa_iterations=sa_iterations,
     )
+    labels, tau = refine(labels)
+    if kmeans_start:
+        start = baselines.kmeans(PartitionTask(ctx, k, kmeans_rng, min_size, max_size))
+        if _feasible(topo, start, k, min_size, max_size):
+            other, other_tau = refine(start)
+            if other_tau > tau + 1e-12:
+                labels = other
     return labels

@@ -4,7 +4,8 @@ Every metric is a pure function of ``(ctx, labels)``: ``labels`` is an ``(n,)`` 
 giving the cluster of each node. Any integers are accepted; clusters are the distinct label
 values, renumbered 0..K-1 in increasing label order, so empty label ids are ignored and every
 metric is invariant under permuting the label ids. Metrics are numpy-vectorized (no Python loop
-over nodes or node pairs) because they run inside GA fitness loops.
+over nodes or node pairs; on large networks cluster sums are gathered, see
+:data:`GATHER_MIN_NODES`) because they run inside GA fitness loops.
 
 Sources: the papers are cited by the keys of ``REFERENCES.md`` (full citations there); the
 prefix of a function name (``s0_`` .. ``s4_``) names the paper whose quantity it computes.
@@ -47,6 +48,7 @@ from scipy.sparse.csgraph import connected_components
 from clustersim.partition.core import PartitionContext
 
 __all__ = [
+    "GATHER_MIN_NODES",
     "S4_FINE_FEATURES",
     "all_metrics",
     "check_constraints",
@@ -118,33 +120,108 @@ def _onehot(lab: np.ndarray, k: int) -> np.ndarray:
     return h
 
 
-class _L:
-    """Prepared labels: contiguous ids, K, one-hot (n, K), cluster sizes, and the cluster sums
-    of the context's series (computed on first use, shared by the metrics of one call)."""
+GATHER_MIN_NODES = 256
+"""From this many nodes on, cluster sums are gathered (an (n, n) matrix over the node pairs
+within clusters, ``Σ_c |c|²`` numbers; a (T, n) series over the nodes sorted by cluster, ``T n``)
+instead of taken as products with the (n, K) one-hot matrix (``n² K``, ``T n K``). Below it the products are kept: they are as fast there and
+give the values every partition of the small built-in cases was recorded with. The two forms
+agree to rounding (``tests/unit/partition/test_partition_scale.py``)."""
 
-    __slots__ = ("_static", "_ts", "h", "k", "lab", "n", "size")
+
+class _L:
+    """Prepared labels: contiguous ids, K, cluster sizes, the cluster sums of (n, n) matrices and
+    (T, n) series, and the cluster sums of the context's series (computed on first use, shared
+    by the metrics of one call)."""
+
+    __slots__ = ("_h", "_order", "_pairs", "_starts", "_static", "_ts", "k", "lab", "n", "size")
 
     def __init__(self, labels: Labels, n: int):
         self.lab, self.k = _prep(labels, n)
         self.n = self.lab.size
-        self.h = _onehot(self.lab, self.k)
         self.size = np.bincount(self.lab, minlength=self.k)
+        self._h: np.ndarray | None = None
+        self._order: np.ndarray | None = None
+        self._starts: np.ndarray | None = None
+        self._pairs: tuple[np.ndarray, np.ndarray] | None = None
         self._ts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._static: np.ndarray | None = None
+
+    @property
+    def h(self) -> np.ndarray:
+        """(n, K) one-hot cluster membership."""
+        if self._h is None:
+            self._h = _onehot(self.lab, self.k)
+        return self._h
+
+    @property
+    def gather(self) -> bool:
+        """Whether cluster sums are gathered (:data:`GATHER_MIN_NODES`)."""
+        return self.n >= GATHER_MIN_NODES
+
+    def _blocks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Nodes ordered by cluster (stable) and the start of each cluster's run in that order."""
+        if self._order is None or self._starts is None:
+            self._order = np.argsort(self.lab, kind="stable")
+            self._starts = np.concatenate(([0], np.cumsum(self.size)[:-1]))
+        return self._order, self._starts
+
+    def _pair_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every ordered pair ``(i, j)`` of nodes of one cluster, diagonal included: the row node
+        ``i`` and the flat index ``i·n + j``, ``Σ_c |c|²`` of each."""
+        if self._pairs is None:
+            order, starts = self._blocks()
+            m = self.size[self.lab[order]]  # cluster size at each sorted position
+            row_pos = np.repeat(np.arange(self.n), m)
+            first = np.repeat(starts[self.lab[order]], m)  # block start of each pair's row
+            offset = np.arange(row_pos.size) - np.repeat(np.cumsum(m) - m, m)
+            rows = order[row_pos]
+            self._pairs = (rows, rows * self.n + order[first + offset])
+        return self._pairs
+
+    def row_in(self, w: np.ndarray) -> np.ndarray:
+        """(n,) ``Σ_{j ∈ C(i)} w_ij``: each row of ``w`` (n, n) summed over its node's cluster."""
+        if not self.gather:
+            return np.einsum("ij,ij->i", w @ self.h, self.h)
+        rows, flat = self._pair_index()
+        return np.bincount(rows, weights=np.take(w, flat), minlength=self.n)
+
+    def pair_sums(self, w: np.ndarray) -> np.ndarray:
+        """(K,) ``Σ_{i, j ∈ C} w_ij`` of each cluster C (ordered pairs, diagonal as ``w`` has it)."""
+        if not self.gather:
+            return np.einsum("ij,ij->j", w @ self.h, self.h)
+        return np.bincount(self.lab, weights=self.row_in(w), minlength=self.k)
+
+    def intra(self, w: np.ndarray) -> float:
+        """``Σ_C Σ_{i, j ∈ C} w_ij``: the total intra-cluster weight of ``w`` (n, n)."""
+        if not self.gather:
+            return float(np.einsum("ij,ij->", w @ self.h, self.h))
+        return float(np.take(w, self._pair_index()[1]).sum())
+
+    def sums(self, x: np.ndarray, xt: np.ndarray | None = None) -> np.ndarray:
+        """(..., K) cluster sums of ``x`` (n,) or (T, n) over its last axis. ``xt``: ``x.T`` as a
+        C-contiguous array, for the gather form (gathering rows is faster than columns)."""
+        if not self.gather:
+            return np.asarray(x @ self.h)
+        if x.ndim == 1:
+            return np.bincount(self.lab, weights=x, minlength=self.k)
+        order, starts = self._blocks()
+        rows = (xt if xt is not None else np.ascontiguousarray(x.T))[order]
+        return np.add.reduceat(rows, starts, axis=0).T
 
     def ts(self, ctx: PartitionContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(T, K) cluster sums of p_load (MW), p_gen (MW), q_load (Mvar)."""
         if self._ts is None:
             x = _series(ctx)
             t = x.shape[0] // 3
-            y = x @ self.h
+            y = self.sums(x, _transposed(ctx, "series", x) if self.gather else None)
             self._ts = (y[:t], y[t : 2 * t], y[2 * t :])
         return self._ts
 
     def static(self, ctx: PartitionContext) -> np.ndarray:
         """(4, K) cluster sums of q_comp (Mvar), p_flex (MW), n_users, n_resources."""
         if self._static is None:
-            self._static = _static(ctx) @ self.h
+            x = _static(ctx)
+            self._static = self.sums(x, _transposed(ctx, "static", x) if self.gather else None)
         return self._static
 
 
@@ -160,6 +237,11 @@ def _cached(ctx: PartitionContext, key: Any, build: Callable[[], Any]) -> Any:
     if key not in store:
         store[key] = build()
     return store[key]
+
+
+def _transposed(ctx: PartitionContext, key: str, x: np.ndarray) -> np.ndarray:
+    """``x.T`` (C-contiguous) of the per-context array cached under ``key``."""
+    return _cached(ctx, (key, "T"), lambda: np.ascontiguousarray(x.T))
 
 
 def _series(ctx: PartitionContext) -> np.ndarray:
@@ -204,8 +286,8 @@ def _modularity(g: tuple[np.ndarray, np.ndarray, float], L: _L) -> float:
     w0, deg, two_m = g
     if two_m <= _EPS:
         return 0.0
-    intra = float(np.einsum("ij,ij->", w0 @ L.h, L.h))
-    dc = deg @ L.h
+    intra = L.intra(w0)
+    dc = L.sums(deg)
     return intra / two_m - float(dc @ dc) / two_m**2
 
 
@@ -383,7 +465,7 @@ def s0_beta(ctx: PartitionContext, labels: Labels) -> float:
 
 def _s0_beta(ctx: PartitionContext, L: _L) -> float:
     inv, row = _inv_topo(ctx)
-    in_sum = np.einsum("ij,ij->i", inv @ L.h, L.h)
+    in_sum = L.row_in(inv)
     own = L.size[L.lab]
     mu_in = in_sum / np.maximum(own - 1, 1)  # 0 for a singleton (in_sum = 0)
     n_out = L.n - own
@@ -397,13 +479,19 @@ def _s0_beta(ctx: PartitionContext, L: _L) -> float:
 
 def _s0_gamma_data(ctx: PartitionContext) -> tuple[np.ndarray, np.ndarray, int]:
     def build() -> tuple[np.ndarray, np.ndarray, int]:
-        e0 = _zero_diag(np.asarray(ctx.e_t, dtype=float))
-        deg = e0.sum(axis=2)  # (T_e, n)
+        # snapshot by snapshot: no zero-diagonal copy of the whole (T_e, n, n) stack
+        e_t = ctx.e_t
+        deg = np.empty((e_t.shape[0], e_t.shape[-1]))  # (T_e, n)
+        for t in range(e_t.shape[0]):
+            deg[t] = _zero_diag(e_t[t]).sum(axis=1)
         two_m = deg.sum(axis=1)  # (T_e,)
         valid = two_m > _EPS
         inv = np.zeros_like(two_m)
         inv[valid] = 1.0 / two_m[valid]
-        ebar = np.einsum("t,tij->ij", inv, e0)  # Σ_t e_t / 2m_t
+        ebar = np.zeros((e_t.shape[-1], e_t.shape[-1]))  # Σ_t e_t / 2m_t
+        for t in range(e_t.shape[0]):
+            ebar += inv[t] * np.asarray(e_t[t], dtype=float)
+        np.fill_diagonal(ebar, 0.0)
         g = deg * inv[:, None]  # normalized degrees, rows sum to 1 (0 for empty snapshots)
         return ebar, g, int(valid.sum())
 
@@ -429,8 +517,8 @@ def _s0_gamma(ctx: PartitionContext, L: _L) -> float:
     ebar, g, n_valid = _s0_gamma_data(ctx)
     if n_valid == 0:
         return 0.0
-    intra = float(np.einsum("ij,ij->", ebar @ L.h, L.h))  # Σ_t W_intra,t / 2m_t
-    dc = g @ L.h  # (T_e, K)
+    intra = L.intra(ebar)  # Σ_t W_intra,t / 2m_t
+    dc = L.sums(g, _transposed(ctx, "s0_gamma_g", g) if L.gather else None)  # (T_e, K)
     expected = float(np.einsum("tk,tk->", dc, dc))  # Σ_t Σ_c (D_ct/2m_t)²
     q_max = n_valid - expected
     if q_max <= 1e-12 * n_valid:
@@ -538,7 +626,7 @@ def s2_comm_distance(
 
 def _s2_comm(ctx: PartitionContext, L: _L, gammas: Sequence[float]) -> float:
     e = _comm_exp(ctx, (float(gammas[0]), float(gammas[1]), float(gammas[2])))
-    pair_sum = np.einsum("ij,ij->j", e @ L.h, L.h)  # Σ over ordered pairs i≠j in each cluster
+    pair_sum = L.pair_sums(e)  # Σ over ordered pairs i≠j in each cluster
     pairs = L.size * (L.size - 1)
     return _mean(_safe_div(pair_sum, pairs, empty=1.0))
 
@@ -642,7 +730,8 @@ def _s1(ctx: PartitionContext, L: _L) -> tuple[float, float, float]:
     f1 = -_modularity(_s1_graph(ctx), L)
     users = L.static(ctx)[2]
     f2 = max(_mean(users * users) - _mean(users) ** 2, 0.0)
-    net = _s1_net(ctx) @ L.h
+    x = _s1_net(ctx)
+    net = L.sums(x, _transposed(ctx, "s1_net", x) if L.gather else None)
     f3 = float(np.abs(net).max(axis=0).sum()) if net.size else 0.0
     return float(f1), f2, f3
 

@@ -82,11 +82,26 @@ def _block_alpha(blocks: np.ndarray, block_weight: np.ndarray) -> np.ndarray:
     return block_weight[blocks] / np.maximum(counts[blocks], 1.0)
 
 
+_BMU_EXACT_MAX = 1 << 22
+"""largest (samples × units × features) difference array :func:`_bmu` forms (32 MB)"""
+
+
 def _bmu(X: np.ndarray, W: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best-matching unit of each row of X and its squared weighted distance (ties: first)."""
-    d2 = ((X[:, None, :] - W[None, :, :]) ** 2) @ alpha
+    """Best-matching unit of each row of X and its squared weighted distance (ties: first).
+
+    From the differences ``Σ_j α_j (x_j − w_j)²`` while their array holds at most
+    :data:`_BMU_EXACT_MAX` numbers (every built-in case but case1197); beyond, from the
+    expanded form ``Σ α x² − 2 Σ α x w + Σ α w²`` (one matrix product: 20 times faster on
+    case1197's 1197 × 173 × 1200 coarse stage, equal up to rounding; every term lies in [0, 1]
+    per block weight, so the rounding is about 1e-16)."""
+    n = len(X)
+    if n * W.size <= _BMU_EXACT_MAX:
+        d2 = ((X[:, None, :] - W[None, :, :]) ** 2) @ alpha
+    else:
+        d2 = ((X * X) @ alpha)[:, None] - 2.0 * ((X * alpha) @ W.T) + ((W * W) @ alpha)[None, :]
+        np.maximum(d2, 0.0, out=d2)
     b = np.argmin(d2, axis=1)
-    return b, d2[np.arange(len(X)), b]
+    return b, d2[np.arange(n), b]
 
 
 def _adapt_alpha(
