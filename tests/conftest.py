@@ -42,6 +42,19 @@ def pytest_runtest_makereport(item, call):
         rep.longrepr = f"skipped under CI=true (CI must provide what the test needs): {reason}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _context_cache_dir(tmp_path_factory):
+    """Partition contexts kept on disk (large cases) go to a folder of the test session, shared
+    by the processes it starts, never to the user's cache."""
+    old = os.environ.get("CLUSTERSIM_CACHE_DIR")
+    os.environ["CLUSTERSIM_CACHE_DIR"] = str(tmp_path_factory.mktemp("clustersim-cache"))
+    yield
+    if old is None:
+        os.environ.pop("CLUSTERSIM_CACHE_DIR", None)
+    else:
+        os.environ["CLUSTERSIM_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def builtin_cases() -> list[str]:
     """The built-in grid cases, in the order ``clustersim cases`` lists them."""
