@@ -496,7 +496,13 @@ def bench_optimizers(interval: int, seeds: list[int], budget: int) -> list[dict[
                 }
             )
         _progress(f"  {alg}: {len(seeds)} seeds done")
-    # hypervolume on min-max normalized objectives, one reference point for every run
+    set_hypervolumes(runs)
+    return runs
+
+
+def set_hypervolumes(runs: list[dict[str, Any]]) -> None:
+    """``run["hv"]``: hypervolume of each run's ``front`` after min-max normalization over all
+    the runs' fronts, one reference point (1.1 per objective) for every run."""
     from pymoo.indicators.hv import HV
 
     allf = np.vstack([r["front"] for r in runs])
@@ -505,7 +511,6 @@ def bench_optimizers(interval: int, seeds: list[int], budget: int) -> list[dict[
     hv = HV(ref_point=np.full(allf.shape[1], 1.1))
     for r in runs:
         r["hv"] = float(hv((r["front"] - lo) / span))
-    return runs
 
 
 def print_optimizers(runs: list[dict[str, Any]], interval: int, budget: int) -> None:

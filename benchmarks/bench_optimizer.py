@@ -31,9 +31,16 @@ from typing import Any
 
 import numpy as np
 import pymoo
-from bench_control import _clusters, _plant_at, _pm, _progress, _scenario, _timed_objectives
+from bench_control import (
+    _clusters,
+    _plant_at,
+    _pm,
+    _progress,
+    _scenario,
+    _timed_objectives,
+    set_hypervolumes,
+)
 from machine_info import cpu_model
-from pymoo.indicators.hv import HV
 
 from clustersim.agents.control import build_controllers
 from clustersim.assemble.build import control_settings
@@ -120,12 +127,8 @@ def bench(seeds: int, pop: int, gens: int, only: str | None = None) -> list[dict
                         "n_var": prep.problem.n_var,
                     }
                 )
-        allf = np.vstack([r["front"] for r in runs])
-        lo, hi = allf.min(axis=0), allf.max(axis=0)
-        span = np.where(hi - lo > 1e-12, hi - lo, 1.0)
-        hv = HV(ref_point=np.full(allf.shape[1], 1.1))
+        set_hypervolumes(runs)
         for r in runs:
-            r["hv"] = float(hv((r["front"] - lo) / span))
             r["overhead"] = (r["solve"] - r["eval_s"]) / max(r["gens"], 1)
         rows.append({"problem": label, "runs": runs})
     return rows
