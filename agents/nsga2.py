@@ -1,7 +1,7 @@
 """NSGA-II [NSGA2] with the population held in numpy arrays, on pymoo's kernels [PYMOO].
 
-One generation is a handful of vectorized calls on arrays ``X`` (decisions), ``F`` (objectives),
-``G`` (constraints) and ``CV`` (total violation ``Σ max(G, 0)``):
+One generation is a handful of vectorized calls on arrays ``X`` (decisions), ``F`` (objectives)
+and ``CV`` (total violation ``Σ max(G, 0)`` of the constraints ``G ≤ 0``):
 
 1. **Mating selection**: binary tournaments between pairs drawn from random permutations of the
    population, decided by constraint violation (less wins when either is infeasible), then Pareto
@@ -176,7 +176,6 @@ class LeanNSGA2:
         self._X0 = self.repair(np.asarray(X0, dtype=float))
         self.X = np.zeros((0, len(self.xl)))
         self.F = np.zeros((0, 0))
-        self.G = np.zeros((0, 0))
         self.CV = np.zeros(0)
         self.rank = np.zeros(0, dtype=int)
         self.cd = np.zeros(0)
@@ -193,12 +192,11 @@ class LeanNSGA2:
         X[:, self.integer] = np.clip(np.rint(X[:, self.integer]), self._int_lo, self._int_hi)
         return X
 
-    def _evaluate(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _evaluate(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Objectives and total constraint violation of candidates ``X``."""
         F, G, _ = self.problem.objectives(X)
-        F = np.asarray(F, dtype=float)
-        G = np.asarray(G, dtype=float)
         self.n_eval += len(X)
-        return F, G, np.maximum(G, 0.0).sum(axis=1)
+        return np.asarray(F, dtype=float), np.maximum(np.asarray(G, dtype=float), 0.0).sum(axis=1)
 
     def _offspring(self) -> np.ndarray:
         """Up to ``pop_size`` new, distinct candidates (module docstring, steps 1-3)."""
@@ -249,9 +247,9 @@ class LeanNSGA2:
         candidate could be found: the search space is exhausted around the population)."""
         if self.n_gen == 0:
             X = self._X0[_rows_new(self._X0, np.zeros((0, self._X0.shape[1])))]
-            F, G, CV = self._evaluate(X)
+            F, CV = self._evaluate(X)
             keep, self.rank, self.cd = survival(F, CV, self.pop_size, self.rng)
-            self.X, self.F, self.G, self.CV = X, F, G, CV
+            self.X, self.F, self.CV = X, F, CV
             self._select(keep)
             self.n_gen = 1
             return len(X)
@@ -259,10 +257,9 @@ class LeanNSGA2:
         if len(Y) == 0:
             self.exhausted = True
             return 0
-        F, G, CV = self._evaluate(Y)
+        F, CV = self._evaluate(Y)
         self.X = np.vstack([self.X, Y])
         self.F = np.vstack([self.F, F])
-        self.G = np.vstack([self.G, G])
         self.CV = np.concatenate([self.CV, CV])
         keep, self.rank, self.cd = survival(self.F, self.CV, self.pop_size, self.rng)
         self._select(keep)
@@ -270,5 +267,5 @@ class LeanNSGA2:
         return len(Y)
 
     def _select(self, keep: np.ndarray) -> None:
-        self.X, self.F, self.G, self.CV = self.X[keep], self.F[keep], self.G[keep], self.CV[keep]
+        self.X, self.F, self.CV = self.X[keep], self.F[keep], self.CV[keep]
         self.rank, self.cd = self.rank[keep], self.cd[keep]

@@ -275,6 +275,11 @@ class Optimizer:
         return self.patience > 0 and self._stall >= self.patience
 
     @property
+    def searching(self) -> bool:
+        """Whether a population search runs (not a grid-searched, pinned or empty problem)."""
+        return self._lean is not None or self._alg is not None
+
+    @property
     def generation(self) -> int:
         """Generations run so far."""
         return self._gen

@@ -77,8 +77,7 @@ def _controller(case: str, kind: str, interval: int, settings_of: Any) -> tuple[
     for ctl in build_controllers(plant, "clustered", settings, clusters=clusters, seed=base):
         prep = ctl.prepare(interval, meas)
         opt = prep.optimizer
-        searched = opt._lean is not None  # not grid-searched, not pinned
-        if searched and prep.problem.n_var > best_n:
+        if opt.searching and prep.problem.n_var > best_n:
             best, best_n = ctl.name, prep.problem.n_var
 
     def make_cluster(alg: str, seed: int) -> Any:

@@ -688,28 +688,20 @@ class Plant:
                 # runpp keeps the options of the last full one, which were these (pandapower
                 # falls back to a full runpp with them if its internal model is missing).
                 self._pf_counts["full" if recycle is None else "recycled"] += 1
+                options = {
+                    "numba": False,
+                    "init": "results" if self._warm else "auto",
+                    "max_iteration": 30,
+                }
                 try:
-                    pp.runpp(
-                        net,
-                        numba=False,
-                        init="results" if self._warm else "auto",
-                        max_iteration=30,
-                        lightsim2grid=self._lightsim2grid,
-                        recycle=recycle,
-                    )
+                    pp.runpp(net, lightsim2grid=self._lightsim2grid, recycle=recycle, **options)
                 except NotImplementedError:
                     # pandapower does not hand this net to lightsim2grid (voltage-dependent
                     # loads, FACTS, DC elements, ...): its own solver from now on
                     if not self._lightsim2grid:
                         raise
                     self._lightsim2grid = False
-                    pp.runpp(
-                        net,
-                        numba=False,
-                        init="results" if self._warm else "auto",
-                        max_iteration=30,
-                        lightsim2grid=False,
-                    )
+                    pp.runpp(net, lightsim2grid=False, **options)
         except (pp.LoadflowNotConverged, np.linalg.LinAlgError, ValueError, FloatingPointError):
             self._warm = False
             return False

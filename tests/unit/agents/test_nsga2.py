@@ -152,16 +152,10 @@ def test_optimizer_names_the_lean_loop_and_pymoos_apart() -> None:
     """``nsga2`` runs the lean loop, ``pymoo-nsga2`` pymoo's NSGA2 (through the same Optimizer
     interface), each reproducible from its seed."""
 
-    class P(_Grid):
-        n_var = 3
-
-        def clip(self, X: np.ndarray) -> np.ndarray:
-            return np.clip(np.atleast_2d(X), self.xl, self.xu)
-
     for name in ("nsga2", "pymoo-nsga2"):
         results = []
         for _ in range(2):
-            prob = _pymoo_wrapped(P())
+            prob = _pymoo_wrapped(_Grid())
             opt = Optimizer(prob, algorithm=name, pop_size=20, generations=10, seed=4)
             assert (opt._lean is not None) == (name == "nsga2")
             results.append(opt.run().x)
