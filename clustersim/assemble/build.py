@@ -59,6 +59,7 @@ _VERSIONED = (
     "pymoo",
     "simbench",
     "networkx",
+    "lightsim2grid",
 )
 
 
