@@ -94,7 +94,7 @@ def _snapshot(
         net.sgen.loc[net.sgen.type == "PV", "p_mw"] = 0.0
     if not ev:
         net.load.loc[net.load.type == "ev", ["p_mw", "q_mvar"]] = 0.0
-    pp.runpp(net, numba=False)
+    pp.runpp(net, numba=False, lightsim2grid=False)
     return net.res_bus.vm_pu, net.bus.vn_kv
 
 
