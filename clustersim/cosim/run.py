@@ -394,6 +394,7 @@ def run_cosim(
             )
             for c in (controllers if where == "tasks" else [])
         ]
+        t_begin = time.perf_counter()
         if where == "processes":
             names = [c.name for c in controllers]
             procs = _start_processes(scenario, names, spec, clusters, seed, (run_id, keys))
@@ -406,6 +407,7 @@ def run_cosim(
             await pnode.begin()
 
         loop.run_until_complete(_begin())
+        online_s = time.perf_counter() - t_begin
         model = CoSimModel(
             plant,
             [s.name for s in specs],
@@ -423,7 +425,9 @@ def run_cosim(
         for p in procs:
             p.join(timeout=10)
         ended = True
-        return _result(scenario, pnode, model, broker)
+        result = _result(scenario, pnode, model, broker)
+        result.summary["agents_online_wall_s"] = round(online_s, 3)
+        return result
     finally:
         _shut_down(loop, tasks, procs, broker, quick=not ended)
 

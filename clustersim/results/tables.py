@@ -53,6 +53,7 @@ WALL_CLOCK_KEYS = (
     "control_wall_time_s",
     "control_critical_path_s",
     "run_loop_wall_time_s",
+    "agents_online_wall_s",
     "wall_time_s",
     "messages_duplicate",
     "transport_events",
