@@ -4,8 +4,10 @@ one scenario's run, measured in one invocation.
     python benchmarks/bench_agents.py [--scenario case1197-pv-clustered] [--hours 24]
 
 Both runs use the run's own embedded MQTT broker (agents as processes need a broker). A thread
-samples, every 0.2 s, the resident memory (RSS) of this process and of every process it started
-(agents, broker); printed are the peak of that sum, the peak of the largest agent process, the
+samples, every 0.5 s, the memory of this process and of every process it started (agents,
+broker): the proportional set size (PSS: shared pages split among the processes that share them,
+so the sum is what the run occupies) and the resident set (RSS, which counts shared pages in every
+process); printed are the peaks of the PSS sum and of the RSS sum, the largest process's RSS, the
 run's wall time, its run-loop wall time and ``agents_online_wall_s`` (from the agents' start until
 all are online). The runs' numbers must be identical (virtual time); the script checks that.
 """
@@ -31,11 +33,12 @@ MB = 1024**2
 
 
 class MemorySampler:
-    """Peak RSS of this process plus its descendants, and of the largest descendant, sampled in
-    a background thread."""
+    """Peak PSS and RSS of this process plus its descendants, and the peak RSS of the largest
+    descendant, sampled in a background thread."""
 
-    def __init__(self, period_s: float = 0.2) -> None:
+    def __init__(self, period_s: float = 0.5) -> None:
         self.period_s = period_s
+        self.peak_pss = 0
         self.peak_total = 0
         self.peak_child = 0
         self.peak_children = 0
@@ -45,16 +48,19 @@ class MemorySampler:
     def _loop(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
-            total = me.memory_info().rss
+            info = me.memory_full_info()
+            total, pss = info.rss, info.pss
             kids = me.children(recursive=True)
             biggest = 0
             for k in kids:
                 try:
-                    rss = k.memory_info().rss
+                    info = k.memory_full_info()
                 except psutil.Error:
                     continue
-                total += rss
-                biggest = max(biggest, rss)
+                total += info.rss
+                pss += info.pss
+                biggest = max(biggest, info.rss)
+            self.peak_pss = max(self.peak_pss, pss)
             self.peak_total = max(self.peak_total, total)
             self.peak_child = max(self.peak_child, biggest)
             self.peak_children = max(self.peak_children, len(kids))
@@ -81,6 +87,7 @@ def one(scenario: str, agents: str, hours: float, out: Path) -> dict[str, Any]:
         "agents": agents,
         "wall": time.perf_counter() - t0,
         "summary": res.summary,
+        "peak_pss_mb": mem.peak_pss / MB,
         "peak_total_mb": mem.peak_total / MB,
         "peak_child_mb": mem.peak_child / MB,
         "processes": mem.peak_children,
@@ -105,15 +112,16 @@ def main() -> None:
     )
     print(
         "| agents | controllers | run wall s | run loop s | agents online s | processes "
-        "| peak RSS all MB | peak RSS largest child MB |"
+        "| peak PSS all MB | peak RSS all MB | peak RSS largest child MB |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         s = r["summary"]
         print(
             f"| {r['agents']} | {s['controllers']} | {r['wall']:.1f} "
             f"| {s['run_loop_wall_time_s']:.1f} | {s.get('agents_online_wall_s', float('nan')):.1f} "
-            f"| {r['processes']} | {r['peak_total_mb']:.0f} | {r['peak_child_mb']:.0f} |"
+            f"| {r['processes']} | {r['peak_pss_mb']:.0f} | {r['peak_total_mb']:.0f} "
+            f"| {r['peak_child_mb']:.0f} |"
         )
     identical = json.dumps(same[0], sort_keys=True) == json.dumps(same[1], sort_keys=True)
     print(f"\nsummaries identical (wall-clock keys aside): {identical}")

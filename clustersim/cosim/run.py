@@ -108,9 +108,13 @@ def _start_processes(
     seed: int,
     identity: tuple[str, Keyring],
 ) -> list[Any]:
-    """One spawned OS process per agent (``[run] agents = "processes"``); each gets its URL,
-    the run id and the keys through the spawn pipe, not on its command line."""
-    ctx = mp.get_context("spawn")
+    """One OS process per agent (``[run] agents = "processes"``); each gets its URL, the run id
+    and the keys through its start pipe, not on its command line. Processes are forked from
+    multiprocessing's fork server, which imports this module (and so the simulator and its
+    numeric libraries) once: an agent starts without re-importing them and shares those pages
+    with its siblings until it writes them."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
     procs = []
     for name in names:
         url = url_for(name)
