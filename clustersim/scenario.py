@@ -131,8 +131,14 @@ class ControlConfig(_Table):
     tap_operation_cost: float = _non_negative(1.0, "currency per tap step", le=1e9)
     capacitor_switching_cost: float = _non_negative(0.5, "currency per switch", le=1e9)
     storage_cost_per_mwh: float = _non_negative(5.0, "storage wear", le=1e9)
+    coordination: Literal["none", "boundary"] = Field(
+        default="boundary",
+        description="how cluster agents coordinate per interval: none = each decides on its "
+        "measured boundary values alone; boundary = coordination_rounds exchanges of boundary "
+        "voltage and tie P/Q with the neighbouring clusters, each followed by a re-optimization",
+    )
     coordination_rounds: int = _non_negative(
-        2, "boundary exchanges with neighbouring clusters per interval", le=100
+        2, "coordination = boundary: exchanges with the neighbouring clusters per interval", le=100
     )
     round_generations: int = Field(
         default=5,

@@ -223,13 +223,20 @@ def clock_speed(scenario: Scenario) -> float | None:
     return float(scenario.comm.speed) if scenario.comm.clock == "realtime" else None
 
 
+def _coordination_rounds(scenario: Scenario) -> int:
+    """Boundary rounds per interval: ``[control] coordination_rounds``, or 0 for
+    ``coordination = "none"``."""
+    m = scenario.control
+    return 0 if m.coordination == "none" else int(m.coordination_rounds)
+
+
 def agent_settings(scenario: Scenario) -> AgentSettings:
     """An agent node's protocol settings from ``[control]``, ``[comm]`` and ``[run]``."""
     c, m = scenario.comm, scenario.control
     return AgentSettings(
         interval_s=float(m.interval_s),
         deadline_s=float(m.deadline_s),
-        rounds=int(m.coordination_rounds),
+        rounds=_coordination_rounds(scenario),
         round_generations=int(m.round_generations),
         compute=ComputeModel(m.compute_time, m.compute_fixed_s, m.compute_per_evaluation_s),
         watchdog_s=float(c.watchdog_s),

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from clustersim.agents.control import ControlSettings, build_controllers
+from clustersim.agents.control import CLUSTER_MODES, ControlSettings, build_controllers
 from clustersim.agents.node import PLANT, AgentNode
 from clustersim.agents.optimizer import cancel_solves
 from clustersim.assemble.build import (
@@ -160,6 +160,9 @@ def _result(
     result.summary = comm_summary(pnode)
     result.summary["provenance"] = {"run_id": pnode.run_id}
     result.summary["clock"] = scenario.comm.clock
+    result.summary["coordination"] = (
+        scenario.control.coordination if scenario.control.mode in CLUSTER_MODES else "none"
+    )
     result.summary["reproducible"] = (
         scenario.comm.clock == "virtual"
         and scenario.control.compute_time != "measured"

@@ -21,9 +21,16 @@ import pytest
 from typer.testing import CliRunner
 
 ROUNDS = (0, 2)
+"""0: ``coordination = "none"`` (with the default ``coordination_rounds``, which it overrides);
+2: ``coordination = "boundary"`` with two rounds"""
 
 
 def _args(out, rounds: int) -> list[str]:
+    coordination = (
+        ["control.coordination=none"]
+        if rounds == 0
+        else ["control.coordination=boundary", f"control.coordination_rounds={rounds}"]
+    )
     return [
         "run",
         "ieee33-ev-clustered",
@@ -31,8 +38,7 @@ def _args(out, rounds: int) -> list[str]:
         "run.duration_h=0.25",
         "--set",
         "comm.transport=memory",
-        "--set",
-        f"control.coordination_rounds={rounds}",
+        *(a for kv in coordination for a in ("--set", kv)),
         "--out",
         str(out),
         "-q",
@@ -85,6 +91,8 @@ def test_runs_are_one_interval_with_the_rounds_asked_for(runs):
         assert (control.rounds_completed == r).all(), r
         assert not control.lost.any() and not control.late.any()
         assert summary["messages_lost"] == 0 and summary["messages_late"] == 0
+        assert summary["coordination"] == ("none" if r == 0 else "boundary")
+        assert (control.rounds_attempted == r).all(), r
     ties = [set(_mismatches(c)) for _, c in runs.values()]
     assert ties[0] == ties[1] and len(ties[0]) == 4  # the four ties of the 5-cluster partition
 
