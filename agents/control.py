@@ -113,15 +113,17 @@ class GridModel:
         self.where = dict(plant.where)
         self.plant_step_s = plant.plant_step_s
         self.n_steps = plant.n_steps
+        self.start_step = plant.start_step
+        """the profiles' plant step at which the run starts (:class:`Plant`)"""
         self.bus_labels: tuple[str, ...] = tuple(plant.bus_labels)
         self.frames = plant.profile_frames("forecast")
         fc = plant.profiles.forecast
-        price = (
-            fc["price_per_mwh"].to_numpy(dtype=float)[: plant.n_steps]
+        self._price_all = (
+            fc["price_per_mwh"].to_numpy(dtype=float)
             if "price_per_mwh" in fc.columns
-            else np.zeros(plant.n_steps)
+            else np.zeros(plant.start_step + plant.n_steps)
         )
-        self.price_per_mwh = price
+        self.price_per_mwh = self._price_all[plant.start_step : plant.start_step + plant.n_steps]
         self.tree = radial_tree(self.net)
         self.full_pf = BatchedPowerFlow(self.net)
         self._controlled_sgen = [
@@ -148,8 +150,8 @@ class GridModel:
     def price_ref(self, k0: int) -> float:
         """Value of stored energy: the mean forecast price of the day of plant step ``k0``."""
         per_day = max(1, round(86400 / self.plant_step_s))
-        d0 = (k0 // per_day) * per_day
-        return float(np.mean(self.price_per_mwh[d0 : d0 + per_day]))
+        d0 = ((self.start_step + k0) // per_day) * per_day
+        return float(np.mean(self._price_all[d0 : d0 + per_day]))
 
     def forecast_max_p_mw(self, sgen_row: int, k0: int, k1: int) -> float:
         """Highest forecast active power of an sgen over plant steps [k0, k1)."""
@@ -265,7 +267,7 @@ class Controller:
 
     def _bounds(self, meas: Measurement, k0: int, k1: int) -> tuple[np.ndarray, np.ndarray]:
         dt_h = (k1 - k0) * self.grid.plant_step_s / 3600.0
-        day_start = (k0 * self.grid.plant_step_s) % 86400 == 0
+        day_start = ((self.grid.start_step + k0) * self.grid.plant_step_s) % 86400 == 0
         xl, xu = [], []
         for lv in self.active:
             lo, hi = lv.lower, lv.upper

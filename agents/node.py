@@ -170,10 +170,15 @@ def meas_body(
 
 
 def measurement_from_body(
-    body: MeasBody, net: pp.pandapowerNet, labels: Sequence[str], plant_step_s: float
+    body: MeasBody,
+    net: pp.pandapowerNet,
+    labels: Sequence[str],
+    plant_step_s: float,
+    start_step: int = 0,
 ) -> Measurement:
     """The :class:`Measurement` an agent rebuilds from a measurement message: NaN where the
-    message says nothing (buses and branches outside its sub-network)."""
+    message says nothing (buses and branches outside its sub-network); ``start_step``: the
+    profiles' step at which the run starts, for the measurement's time of day."""
     pos = {lab: i for i, lab in enumerate(labels)}
     vm = np.full(len(labels), np.nan)
     for lab, v in body.vm_pu.items():
@@ -210,7 +215,7 @@ def measurement_from_body(
         arr[(table, kq)][idx] = body.q_mvar.get(key, 0.0)
     return Measurement(
         step=int(body.step),
-        time_s=float(body.step) * plant_step_s,
+        time_s=float(start_step + body.step) * plant_step_s,
         vm_pu=vm,
         bus_labels=tuple(labels),
         p_slack_mw=math.nan,
@@ -410,8 +415,9 @@ class AgentNode(Node):
         records.append(rec)
         t = self._now(t0)
         if used:
+            grid = self.controller.grid
             self._meas = measurement_from_body(
-                env.body, self.controller.grid.net, self.labels, s.plant_step_s
+                env.body, grid.net, self.labels, s.plant_step_s, grid.start_step
             )
             self._meas_t = float(env.t_send_s)
             assert rec.t_deliver_s is not None

@@ -436,6 +436,7 @@ def _run(
         "case": scenario.case.name,
         "mode": scenario.control.mode,
         "seed": scenario.run.seed,
+        "start_h": scenario.run.start_h,
         "duration_h": scenario.run.duration_h,
         "plant_step_s": scenario.run.plant_step_s,
         "profiles": plant.profiles.source,

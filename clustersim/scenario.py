@@ -205,6 +205,13 @@ class CommConfig(ChannelSettings):
 
 
 class RunConfig(_Table):
+    start_h: float = Field(
+        default=0.0,
+        ge=0,
+        le=24 * 365,
+        description="hour of the profiles' first day at which the run starts (17 = 17:00); "
+        "a multiple of the plant step",
+    )
     duration_h: float = Field(default=24.0, gt=0, le=24 * 366)
     plant_step_s: int = Field(default=60, gt=0, le=3600)
     seed: int = Field(default=1, ge=0)
@@ -216,6 +223,9 @@ class RunConfig(_Table):
     def _check(self) -> RunConfig:
         if 900 % self.plant_step_s:
             raise ValueError("plant_step_s must divide 900 s (the profiles' 15 min resolution)")
+        start_s = self.start_h * 3600
+        if abs(start_s - round(start_s / self.plant_step_s) * self.plant_step_s) > 1e-6:
+            raise ValueError("start_h must be a multiple of the plant step")
         if self.vm_min_pu >= self.vm_max_pu:
             raise ValueError("vm_min_pu must be below vm_max_pu")
         return self

@@ -250,7 +250,12 @@ class Plant:
     plant_step_s:
         plant time step in seconds (divides 900).
     n_steps:
-        horizon in plant steps (default: the whole profile horizon).
+        horizon in plant steps (default: the profile horizon after ``start_step``).
+    start_step:
+        the plant step of the profiles at which the run starts (``[run] start_h`` × 3600 /
+        ``plant_step_s``): step ``k`` of the plant is step ``start_step + k`` of the profiles,
+        recorded times are seconds since midnight of the profiles' first day, and the day's
+        switching counts restart at each midnight of that clock.
     fast_powerflow:
         recycle pandapower's internal model between steps where that gives the same result
         (see the module docstring); ``False`` runs a full ``runpp`` at every step (the reference
@@ -269,6 +274,7 @@ class Plant:
         *,
         plant_step_s: int = 60,
         n_steps: int | None = None,
+        start_step: int = 0,
         fast_powerflow: bool = True,
         lightsim2grid: bool = True,
     ) -> None:
@@ -279,9 +285,15 @@ class Plant:
         self.where = resources.attach(net)
         self.profiles = profiles.at_step(self.plant_step_s)
         horizon = len(self.profiles.actual)
-        self.n_steps = horizon if n_steps is None else int(n_steps)
-        if self.n_steps > horizon:
-            raise ValueError(f"n_steps {self.n_steps} beyond the profile horizon {horizon}")
+        self.start_step = int(start_step)
+        if not 0 <= self.start_step < horizon:
+            raise ValueError(f"start step {self.start_step} outside the profile horizon {horizon}")
+        self.n_steps = horizon - self.start_step if n_steps is None else int(n_steps)
+        if self.start_step + self.n_steps > horizon:
+            raise ValueError(
+                f"steps {self.start_step}..{self.start_step + self.n_steps} beyond the profile "
+                f"horizon {horizon}"
+            )
         self.devices = {d.name: d for d in resources.devices}
         # (table, position in the table) of every device's element, for numpy column access
         self._slot = {
@@ -360,11 +372,16 @@ class Plant:
             elif isinstance(d, OLTC | LineRegulator):
                 self._setpoints[d.name] = {"tap_pos": float(d.tap_init)}
 
+    @property
+    def _window(self) -> slice:
+        """The profile steps of the run: ``start_step`` to ``start_step + n_steps``."""
+        return slice(self.start_step, self.start_step + self.n_steps)
+
     def _profile_factor(self, column: str) -> np.ndarray:
         actual = self.profiles.actual
         if column not in actual.columns:
             raise KeyError(column)
-        return actual[column].to_numpy(dtype=float)[: self.n_steps]
+        return actual[column].to_numpy(dtype=float)[self._window]
 
     def _element_column(self, table: str, row: int, variable: str) -> str:
         """Profile column that drives element ``row`` of ``table`` (its own SimBench profile where
@@ -421,7 +438,7 @@ class Plant:
                         if isinstance(dev, PV):
                             base = dev.p_mw
                     self._base_values[(table, variable, row)] = base
-                factor = frame_src[col].to_numpy(dtype=float)[: self.n_steps]
+                factor = frame_src[col].to_numpy(dtype=float)[self._window]
                 cols.append(factor * base)
                 used.append(row)
             if used:
@@ -470,7 +487,7 @@ class Plant:
             else np.zeros(n)
         )
         return PlantRecord(
-            time_s=np.arange(n, dtype=np.int64) * self.plant_step_s,
+            time_s=(self.start_step + np.arange(n, dtype=np.int64)) * self.plant_step_s,
             converged=np.zeros(n, dtype=bool),
             vm_pu=np.full((n, nb), np.nan),
             loading_percent=np.full((n, nl), np.nan),
@@ -568,7 +585,7 @@ class Plant:
         k = self.step_index
         if k >= self.n_steps:
             raise IndexError("the plant has reached the end of its horizon")
-        if k == 0 or (k * self.plant_step_s) % 86400 == 0:
+        if k == 0 or ((self.start_step + k) * self.plant_step_s) % 86400 == 0:
             self._day_start_counts = self._switching_counts()
         net = self.net
         previous = self.setpoints
@@ -618,7 +635,7 @@ class Plant:
 
         return Measurement(
             step=k,
-            time_s=float(k * self.plant_step_s),
+            time_s=float((self.start_step + k) * self.plant_step_s),
             vm_pu=net.res_bus.vm_pu.to_numpy(dtype=float).copy(),
             bus_labels=tuple(self.bus_labels),
             p_slack_mw=float(net.res_ext_grid.p_mw.sum()),

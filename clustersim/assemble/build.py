@@ -94,10 +94,11 @@ def resource_set(scenario: Scenario) -> resources.ResourceSet:
 
 
 def build_profiles(scenario: Scenario) -> profiles.Profiles:
-    """The scenario's profiles (whole days covering the horizon), seeded by the profiles stage."""
+    """The scenario's profiles (whole days covering ``start_h`` plus the horizon), seeded by the
+    profiles stage."""
     pc = scenario.profiles
     seed = stage_seed(scenario.run.seed, Stage.PROFILES)
-    days = max(1, math.ceil(scenario.run.duration_h / 24.0))
+    days = max(1, math.ceil((scenario.run.start_h + scenario.run.duration_h) / 24.0))
     if pc.source == "synthetic":
         return profiles.synthetic(days, seed=seed, load_sigma=pc.load_sigma, start_day=pc.day)
     code = pc.simbench_code or SIMBENCH_CODES.get(scenario.case.name, "1-MV-rural--0-sw")
@@ -129,7 +130,15 @@ def build_plant(scenario: Scenario) -> Plant:
     n_steps = round(scenario.run.duration_h * 3600 / scenario.run.plant_step_s)
     if n_steps < 1:
         raise ScenarioError("shorter than one plant step", key="run.duration_h")
-    return Plant(net, res, prof, plant_step_s=scenario.run.plant_step_s, n_steps=n_steps)
+    step_s = scenario.run.plant_step_s
+    return Plant(
+        net,
+        res,
+        prof,
+        plant_step_s=step_s,
+        n_steps=n_steps,
+        start_step=round(scenario.run.start_h * 3600 / step_s),
+    )
 
 
 def scenario_partition(scenario: Scenario) -> tuple[Partition, PartitionContext]:

@@ -162,6 +162,50 @@ def test_horizon_shorter_than_a_step_is_refused(tmp_path):
         run_scenario(sc, tmp_path / "x")
 
 
+def test_a_run_from_start_h_is_the_same_hours_of_a_run_from_midnight(tmp_path):
+    """``run.start_h`` starts the plant at that hour of the profiles' first day: without control
+    (no state carried between steps but the profiles), 17:00-18:00 of a run from 17:00 equals
+    those hours of a run from midnight, times recorded as seconds since midnight; to the power
+    flow's tolerance, since Newton starts from the previous step's solution in the day's run and
+    from a flat start in the other."""
+    over = ["run.plant_step_s=300"]
+    late = run_scenario(
+        load_scenario("ieee33-ev-none", overrides=[*over, "run.start_h=17", "run.duration_h=1"]),
+        tmp_path / "late",
+    )
+    day = run_scenario(
+        load_scenario("ieee33-ev-none", overrides=[*over, "run.duration_h=18"]), tmp_path / "day"
+    )
+    assert late.summary["start_h"] == 17 and late.summary["steps"] == 12
+    a = pd.read_parquet(late.out_dir / "timeseries.parquet")
+    b = pd.read_parquet(day.out_dir / "timeseries.parquet")
+    assert a.time_s.tolist() == list(range(17 * 3600, 18 * 3600, 300))
+    b = b[b.time_s >= 17 * 3600].reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-9)
+
+
+def test_agents_of_a_late_start_decide_on_the_evening(tmp_path):
+    """Cluster agents of a run from 17:00 decide at the evening peak: their first interval's
+    measurement is from 17:00 and their predicted voltages sit below those of 00:00."""
+    over = ["run.duration_h=0.25", "comm.transport=memory", "control.coordination=none"]
+    runs = {
+        h: run_scenario(
+            load_scenario("ieee33-ev-clustered", overrides=[*over, f"run.start_h={h}"]),
+            tmp_path / f"h{h}",
+        )
+        for h in (0, 17)
+    }
+    ts = {h: pd.read_parquet(r.out_dir / "timeseries.parquet") for h, r in runs.items()}
+    ctl = {h: pd.read_parquet(r.out_dir / "control.parquet") for h, r in runs.items()}
+    assert ts[17].time_s.iloc[0] == 17 * 3600 and set(ctl[17].interval) == {0}
+    assert ctl[17].vm_pred_min_pu.min() < ctl[0].vm_pred_min_pu.min() - 0.01
+
+
+def test_start_h_off_the_plant_step_is_refused():
+    with pytest.raises(ScenarioError, match="multiple of the plant step"):
+        load_scenario("ieee33-ev-none", overrides=["run.start_h=17.01"])
+
+
 def test_preset_for_other_case_is_refused(tmp_path):
     sc = load_scenario("ieee33-ev-none", overrides=["case.name=ieee69", "run.duration_h=0.1"])
     with pytest.raises(ScenarioError, match="written for case 'ieee33'"):

@@ -253,3 +253,24 @@ def test_adaptive_correction_uses_measured_bias(plant33):
     bias = prep.problem.vm_bias
     assert np.isfinite(bias).all() and np.abs(bias).max() > 0  # forecast ≠ actual
     assert np.abs(bias).max() < 0.02
+
+
+def test_grid_model_of_a_late_start_sees_the_same_forecast_and_day():
+    """A plant that starts at 17:00 (``start_step``) gives its controllers the forecast, price
+    and day of the profiles from 17:00: interval 0 of the late plant is interval 68 of a plant
+    from midnight, and the switching budget restarts at midnight of the profiles' clock."""
+    rs = load_preset("ieee33-ev")
+    prof = profiles.synthetic(2, seed=3)
+
+    def plant(start: int) -> Plant:
+        return Plant(cases.load_case(rs.case), rs, prof, plant_step_s=900, start_step=start)
+
+    early, late = GridModel(plant(0)), GridModel(plant(68))
+    assert late.n_steps == 192 - 68
+    np.testing.assert_array_equal(late.price_per_mwh, early.price_per_mwh[68:])
+    assert late.price_ref(0) == early.price_ref(68)
+    assert late.price_ref(96 - 68) == early.price_ref(96)  # the second day's mean price
+    a, b = early.zero_injections(68, 69), late.zero_injections(0, 1)
+    np.testing.assert_array_equal(a.p_mw, b.p_mw)
+    np.testing.assert_array_equal(a.q_mvar, b.q_mvar)
+    assert plant(68).record.time_s[0] == 68 * 900

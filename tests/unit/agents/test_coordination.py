@@ -107,11 +107,21 @@ def test_summary_mismatch_is_the_mean_over_ties_from_the_tables(runs):
         )
 
 
-def test_coordination_rounds_do_not_raise_the_boundary_mismatch(runs):
-    """On the same control interval, two coordination rounds leave a mean boundary mismatch no
-    larger than no rounds (ieee33-ev-clustered, seed 1, interval 0; the last round's
-    re-optimization can still move the parent's prediction after the child took the previous
-    announcement, so this holds for this interval and optimizer, not by construction)."""
-    m0 = _mean(_mismatches(runs[0][1]))
-    m2 = _mean(_mismatches(runs[2][1]))
-    assert m2 <= m0
+def _used(control: pd.DataFrame) -> dict[tuple[int, str], float]:
+    """The boundary voltage each child's final decision assumed, per (interval, bus label)."""
+    return {
+        (row.interval, lab): float(v)
+        for row in control.itertuples()
+        for lab, v in json.loads(row.boundary_used_vm_pu).items()
+    }
+
+
+def test_rounds_replace_the_measured_boundary_voltage_by_the_announced_one(runs):
+    """Without rounds a child assumes the measured boundary voltage; with rounds, the one its
+    parent announced, which the parent's model predicts for its own decision and which differs
+    from the measurement at every tie. Whether that lowers the mismatch is not guaranteed: the
+    parent's last re-optimization can move its prediction after the child took the announcement
+    (on ieee33-ev-clustered's interval 0 two rounds leave a larger mean mismatch than none)."""
+    none, two = _used(runs[0][1]), _used(runs[2][1])
+    assert none.keys() == two.keys()
+    assert all(abs(none[k] - two[k]) > 1e-6 for k in none)
