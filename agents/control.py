@@ -34,12 +34,13 @@ from typing import Literal, get_args
 import numpy as np
 
 from clustersim.agents.network import ClusterNetwork, assign_buses, model_net, radial_tree
-from clustersim.agents.optimizer import Optimizer, OptResult
+from clustersim.agents.optimizer import Optimizer, OptResult, choose
 from clustersim.agents.problem import (
     ACTIVE_KINDS,
     REACTIVE_KINDS,
     CostSettings,
     Lever,
+    ValueTable,
     VoltVarProblem,
     apply_levers,
     levers,
@@ -309,11 +310,14 @@ class Controller:
         boundary_pq: Mapping[tuple[str, int], tuple[float, float]] | None = None,
         initial: Sequence[np.ndarray] = (),
         generations: int | None = None,
+        children: Sequence[tuple[int, ValueTable]] = (),
     ) -> _Prepared:
         """Build this step's problem and optimizer (``vm_upstream_pu``: a neighbour-announced
         boundary voltage instead of the measured one; ``boundary_pq``: neighbour-announced draws
         of downstream tie branches, keyed ``(table, row)``; ``initial``: extra decisions for the
-        first population, e.g. the previous round's)."""
+        first population, e.g. the previous round's; ``children``: (bus index of a downstream
+        tie's bus, the child cluster's value table), folded into the objectives as
+        :mod:`clustersim.agents.problem` describes)."""
         t0 = time.perf_counter()
         s = self.settings
         grid = self.grid
@@ -354,6 +358,7 @@ class Controller:
             costs=s.costs,
             vm_bias_pu=bias,
             penalty=s.optimizer == "moead",
+            children=[(self.cluster.col_of_bus(bus), table) for bus, table in children],
         )
         first = [x_now]
         if s.warm_start and self._previous is not None:
@@ -416,6 +421,39 @@ class Controller:
             levers=[f"{lv.device}.{lv.quantity}" for lv in self.active],
             vm_pred_pu=vm_pred,
         )
+
+    def value_table(self, prep: _Prepared, vm_pu: Sequence[float]) -> tuple[ValueTable, np.ndarray]:
+        """This cluster's :class:`~clustersim.agents.problem.ValueTable` over upstream boundary
+        voltages ``vm_pu`` (increasing): the optimizer's final candidates evaluated at every
+        voltage in one batched power flow, and at each voltage the candidate the controller
+        would choose there (:func:`~clustersim.agents.optimizer.choose`, the compromise rule of
+        :meth:`finish`). Returns the table and those decisions (one row per voltage). The
+        evaluations count towards the problem's."""
+        problem = prep.problem
+        if self.cluster.contains_slack:
+            raise ValueError(f"{self.name} holds the slack: it has no upstream boundary")
+        grid = np.asarray(vm_pu, dtype=float)
+        X = prep.optimizer.candidates()
+        n = len(X)
+        F, G, res = problem.objectives(np.tile(X, (len(grid), 1)), np.repeat(grid, n))
+        s = self.settings
+        best = np.array(
+            [
+                k * n
+                + choose(F[k * n : (k + 1) * n], G[k * n : (k + 1) * n], s.compromise, s.weights)
+                for k in range(len(grid))
+            ]
+        )
+        table = ValueTable(
+            vm_pu=grid,
+            violation_pu=G[best, 0],
+            deviation_pu=F[best, 0],
+            losses_mw=F[best, 1],
+            cost=F[best, 2],
+            p_mw=np.asarray(res.p_slack_mw)[best],
+            q_mvar=np.asarray(res.q_slack_mvar)[best],
+        )
+        return table, problem.clip(X[best % n])
 
     def remember(self, decision: Decision) -> None:
         """Make ``decision`` the one the next step warm-starts from (after a coordination

@@ -68,6 +68,7 @@ __all__ = [
     "Optimizer",
     "SolveCancelled",
     "cancel_solves",
+    "choose",
     "compromise",
     "implementation",
 ]
@@ -339,6 +340,17 @@ class Optimizer:
             pass
         return self.result()
 
+    def candidates(self) -> np.ndarray:
+        """The decisions :meth:`result` chooses from: the whole grid of a grid-searched problem,
+        else the current population (the initial decision before the first generation)."""
+        if self._enum is not None:
+            return self._enum
+        pop = self._population()
+        if pop is None:
+            prob = self.problem
+            return prob.clip(self._x0)[:1] if prob.n_var else np.zeros((1, 0))
+        return pop
+
     def _population(self) -> np.ndarray | None:
         """Decision vectors of the current population (None before the first generation)."""
         if self._lean is not None:
@@ -404,13 +416,8 @@ class Optimizer:
             prob.n_calls -= 1
         cv = np.sum(np.maximum(G, 0.0), axis=1)
         feas = cv <= 1e-12
-        if feas.any():
-            idx = np.flatnonzero(feas)
-        else:
-            idx = np.flatnonzero(cv <= cv.min() + 1e-12)
-        front = idx[_rank1(F[idx])]
-        k = compromise(F[front], self.compromise_rule, self.weights)
-        best = front[k]
+        front = _front(F, cv)
+        best = front[compromise(F[front], self.compromise_rule, self.weights)]
         return OptResult(
             x=prob.clip(X[best])[0],
             f=F[best],
@@ -423,6 +430,23 @@ class Optimizer:
             generations=self._gen,
             feasible=bool(feas.any()),
         )
+
+
+def _front(F: np.ndarray, cv: np.ndarray) -> np.ndarray:
+    """Indices of the front a compromise is chosen from: rank 1 of the feasible candidates, or
+    of the least violating ones when none is feasible."""
+    feas = cv <= 1e-12
+    idx = np.flatnonzero(feas) if feas.any() else np.flatnonzero(cv <= cv.min() + 1e-12)
+    return idx[_rank1(F[idx])]
+
+
+def choose(F: np.ndarray, G: np.ndarray, rule: str = "fuzzy", weights: Any = (1, 1, 1)) -> int:
+    """Index of the candidate a controller decides for among objectives ``F`` and constraints
+    ``G`` (rows = candidates): the ``rule`` compromise of :func:`_front` (as
+    :meth:`Optimizer.result` chooses)."""
+    cv = np.sum(np.maximum(G, 0.0), axis=1)
+    front = _front(F, cv)
+    return int(front[compromise(F[front], rule, weights)])
 
 
 def _rank1(F: np.ndarray) -> np.ndarray:

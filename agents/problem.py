@@ -31,6 +31,14 @@ constraints (``G ≤ 0``)
     chosen or not, can break them.
 
 A candidate whose power flow does not converge gets ``F = G = 1e3``.
+
+Children (value tables, dynamic programming on the tree of clusters): a cluster may be given,
+per downstream tie, the :class:`ValueTable` of the child cluster behind it — what the child's
+decision yields as a function of the voltage at the tie's bus. Each candidate's predicted tie
+voltage ``V_b`` then folds the child in: ``f1 = max(f1, deviation(V_b))`` (``+`` for
+``sumsq``), ``f2 += losses(V_b)``, ``f3 += cost(V_b)``, ``g1 = max(g1, violation(V_b))``, the
+table interpolated linearly between its voltages and held at its ends. The child's draw through
+the tie stays the constant P/Q the caller put into the operating point.
 """
 
 from __future__ import annotations
@@ -47,7 +55,15 @@ from clustersim.agents.network import ClusterNetwork
 from clustersim.sim import resources as rsc
 from clustersim.sim.powerflow import Injections
 
-__all__ = ["ACTIVE_KINDS", "REACTIVE_KINDS", "CostSettings", "Lever", "VoltVarProblem", "levers"]
+__all__ = [
+    "ACTIVE_KINDS",
+    "REACTIVE_KINDS",
+    "CostSettings",
+    "Lever",
+    "ValueTable",
+    "VoltVarProblem",
+    "levers",
+]
 
 ACTIVE_KINDS = frozenset({"dg", "ess", "exchange"})
 """device kinds an ``active-only`` controller may use (active power: DG and storage)"""
@@ -204,6 +220,27 @@ def apply_levers(inj: Injections, levers_: list[Lever], X: np.ndarray) -> Inject
     return out
 
 
+@dataclass(frozen=True)
+class ValueTable:
+    """A cluster's decision as a function of the voltage at its upstream boundary bus: at each
+    voltage ``vm_pu`` (increasing), the objectives and the voltage constraint of the candidate
+    it would choose there (its children folded in), and the P/Q it would draw through its tie."""
+
+    vm_pu: np.ndarray
+    violation_pu: np.ndarray
+    """``g1`` of the chosen candidate: > 0 is a voltage-band violation, ≤ 0 a margin, p.u."""
+    deviation_pu: np.ndarray
+    losses_mw: np.ndarray
+    cost: np.ndarray
+    p_mw: np.ndarray
+    q_mvar: np.ndarray
+
+    def at(self, vm_pu: np.ndarray, name: str) -> np.ndarray:
+        """Column ``name`` at voltages ``vm_pu``, linear between the table's voltages and held
+        at its ends."""
+        return np.interp(vm_pu, self.vm_pu, getattr(self, name))
+
+
 class VoltVarProblem(Problem):
     """pymoo problem of one controller at one control step (see the module docstring).
 
@@ -252,6 +289,7 @@ class VoltVarProblem(Problem):
         costs: CostSettings | None = None,
         vm_bias_pu: np.ndarray | None = None,
         penalty: bool = False,
+        children: Iterable[tuple[int, ValueTable]] = (),
     ) -> None:
         self.cluster = cluster
         self.active = active
@@ -267,6 +305,8 @@ class VoltVarProblem(Problem):
         self.voltage_objective = voltage_objective
         self.costs = costs or CostSettings()
         self.penalty = bool(penalty)
+        self.children = list(children)
+        """(sub-network bus column of the tie's bus, the child's table) per child (module doc)"""
         self.integer_mask = np.array([lv.integer for lv in active], dtype=bool)
         nb = len(cluster.pf.bus_index)
         self.vm_bias = np.zeros(nb) if vm_bias_pu is None else np.asarray(vm_bias_pu, float)
@@ -289,11 +329,17 @@ class VoltVarProblem(Problem):
         )
 
     # ------------------------------------------------------------------ evaluation
-    def objectives(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
-        """``(F, G, result)`` of candidates ``X`` (n × n_var); no penalty applied."""
+    def objectives(
+        self, X: np.ndarray, vm_upstream_pu: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, Any]:
+        """``(F, G, result)`` of candidates ``X`` (n × n_var); no penalty applied.
+        ``vm_upstream_pu``: a slack (upstream boundary) voltage per candidate instead of the
+        operating point's, for a cluster's value table."""
         X = np.atleast_2d(np.asarray(X, dtype=float))
         X = np.where(self.integer_mask, np.rint(X), X)
         inj = apply_levers(self.base, self.active, X)
+        if vm_upstream_pu is not None:
+            inj.vm_ext_pu[:] = vm_upstream_pu
         res = self.cluster.pf.solve(inj)
         self.n_evaluations += X.shape[0]
         self.n_calls += 1
@@ -312,6 +358,13 @@ class VoltVarProblem(Problem):
                 g2 = np.nanmax(res.loading_percent - self.loading_cap_percent, axis=1) / 100.0
             else:
                 g2 = np.full(X.shape[0], -1.0)
+            for col, table in self.children:
+                vb = res.vm_pu[:, col] + self.vm_bias[col]
+                dev_c = table.at(vb, "deviation_pu")
+                f1 = f1 + dev_c if self.voltage_objective == "sumsq" else np.maximum(f1, dev_c)
+                f2 = f2 + table.at(vb, "losses_mw")
+                f3 = f3 + table.at(vb, "cost")
+                g1 = np.maximum(g1, table.at(vb, "violation_pu"))
         F = np.column_stack([f1, f2, f3])
         G = np.column_stack([g1, g2])
         bad = ~res.converged | ~np.isfinite(F).all(axis=1) | ~np.isfinite(G).all(axis=1)
