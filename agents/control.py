@@ -315,9 +315,7 @@ class Controller:
         """Build this step's problem and optimizer (``vm_upstream_pu``: a neighbour-announced
         boundary voltage instead of the measured one; ``boundary_pq``: neighbour-announced draws
         of downstream tie branches, keyed ``(table, row)``; ``initial``: extra decisions for the
-        first population, e.g. the previous round's; ``children``: (bus index of a downstream
-        tie's bus, the child cluster's value table), folded into the objectives as
-        :mod:`clustersim.agents.problem` describes)."""
+        first population; ``children``: (downstream tie bus, the child's value table))."""
         t0 = time.perf_counter()
         s = self.settings
         grid = self.grid

@@ -21,14 +21,6 @@ from clustersim.sim.plant import Plant
 from clustersim.sim.powerflow import BatchedPowerFlow
 from clustersim.sim.resources import load_preset, write_setpoints
 
-# the HI partition of ieee33 (5 clusters, 3-10 buses) as bus indices
-CLUSTERS33 = {
-    "C1": [0, 1, 2, 3, 4, 18, 19, 20, 21],
-    "C2": [5, 25, 26, 27, 28, 29, 30, 31, 32],
-    "C3": [6, 7, 8, 9, 10, 11],
-    "C4": [12, 13, 14, 15, 16, 17],
-    "C5": [22, 23, 24],
-}
 FAST = ControlSettings(pop_size=16, generations=6, patience=0)
 
 
@@ -104,7 +96,7 @@ def _zeroed(plant, grid):
     return net
 
 
-def test_cluster_boundary_model_reproduces_the_network(plant33):
+def test_cluster_boundary_model_reproduces_the_network(plant33, clusters33):
     """With the plant's own inputs and the measured boundary values, every cluster's
     sub-network gives the measured voltages of its buses (the boundary model is exact at the
     measured point)."""
@@ -112,7 +104,7 @@ def test_cluster_boundary_model_reproduces_the_network(plant33):
     grid = GridModel(plant33)
     full_pf = BatchedPowerFlow(plant33.net)
     full = full_pf.base_injections(plant33.net)
-    for name, buses in assign_buses(grid.net, CLUSTERS33).items():
+    for name, buses in assign_buses(grid.net, clusters33).items():
         cl = ClusterNetwork.build(grid.net, name, buses, tree=grid.tree)
         res = cl.pf.solve(cl.injections(full, meas))
         assert res.converged.all()
@@ -128,7 +120,7 @@ def test_cluster_must_be_connected(plant33):
         ClusterNetwork.build(grid.net, "bad", [5, 6, 25, 26, 12, 13], tree=grid.tree)
 
 
-def test_decisions_respect_device_limits_and_switching_budgets(plant33):
+def test_decisions_respect_device_limits_and_switching_budgets(plant33, clusters33):
     """No decision leaves a device's range, the SOC window or the switching budget left today;
     a spent budget freezes the device."""
     meas = plant33.measure()
@@ -137,7 +129,7 @@ def test_decisions_respect_device_limits_and_switching_budgets(plant33):
     tight = dataclasses.replace(meas, switching_today=budget_spent)
     settings = ControlSettings(pop_size=20, generations=8, patience=0)
     for mode in ("centralized", "clustered"):
-        ctls = build_controllers(plant33, mode, settings, clusters=CLUSTERS33, seed=5)
+        ctls = build_controllers(plant33, mode, settings, clusters=clusters33, seed=5)
         for c in ctls:
             for m, interval in ((meas, 61), (tight, 62)):
                 d = c.decide(interval, m)
@@ -214,15 +206,15 @@ def test_unknown_optimizer_is_a_scenario_error(plant33):
         ctl.prepare(61, plant33.measure())
 
 
-def test_patience_stops_early(plant33):
+def test_patience_stops_early(plant33, clusters33):
     meas = plant33.measure()
     s = ControlSettings(pop_size=16, generations=200, patience=3)
-    ctl = build_controllers(plant33, "clustered", s, clusters=CLUSTERS33, seed=1)[-1]
+    ctl = build_controllers(plant33, "clustered", s, clusters=clusters33, seed=1)[-1]
     d = ctl.decide(61, meas)
     assert d.result.generations < 200
 
 
-def test_evaluations_per_variable_caps_generations_by_problem_size(plant33):
+def test_evaluations_per_variable_caps_generations_by_problem_size(plant33, clusters33):
     """With ``evaluations_per_variable = E`` a problem of n variables runs at most
     ceil(E·n / pop_size) generations (and never more than ``generations``): the central problem
     more than a cluster's."""
@@ -232,7 +224,7 @@ def test_evaluations_per_variable_caps_generations_by_problem_size(plant33):
     prep = central.prepare(61, meas)
     n = prep.problem.n_var
     assert prep.optimizer.generations == min(50, -(-20 * n // 10))
-    for ctl in build_controllers(plant33, "clustered", s, clusters=CLUSTERS33, seed=1):
+    for ctl in build_controllers(plant33, "clustered", s, clusters=clusters33, seed=1):
         p = ctl.prepare(61, meas)
         assert p.optimizer.generations == min(50, max(1, -(-20 * p.problem.n_var // 10)))
         assert p.optimizer.generations <= prep.optimizer.generations
@@ -245,10 +237,10 @@ def test_evaluations_per_variable_caps_generations_by_problem_size(plant33):
     )
 
 
-def test_adaptive_correction_uses_measured_bias(plant33):
+def test_adaptive_correction_uses_measured_bias(plant33, clusters33):
     meas = plant33.measure()
     s = ControlSettings(pop_size=16, generations=3, patience=0, correction_gain=1.0)
-    ctl = build_controllers(plant33, "clustered", s, clusters=CLUSTERS33, seed=1)[1]
+    ctl = build_controllers(plant33, "clustered", s, clusters=clusters33, seed=1)[1]
     prep = ctl.prepare(61, meas)
     bias = prep.problem.vm_bias
     assert np.isfinite(bias).all() and np.abs(bias).max() > 0  # forecast ≠ actual

@@ -15,20 +15,12 @@ from clustersim.sim import cases, profiles
 from clustersim.sim.plant import Plant
 from clustersim.sim.resources import load_preset
 
-# the HI partition of ieee33 (5 clusters) as bus indices; C1 holds the slack
-CLUSTERS33 = {
-    "C1": [0, 1, 2, 3, 4, 18, 19, 20, 21],
-    "C2": [5, 25, 26, 27, 28, 29, 30, 31, 32],
-    "C3": [6, 7, 8, 9, 10, 11],
-    "C4": [12, 13, 14, 15, 16, 17],
-    "C5": [22, 23, 24],
-}
 SETTINGS = ControlSettings(pop_size=16, generations=5, patience=0)
 GRID = (0.93, 0.95, 0.97, 0.99, 1.01, 1.03, 1.05)
 
 
 @pytest.fixture(scope="module")
-def evening():
+def evening(clusters33):
     """ieee33-ev at 17:00 (plant step 900 s, interval 68), no control before: the evening
     peak, when the far end of the feeder sits below 0.95 p.u."""
     rs = load_preset("ieee33-ev")
@@ -36,7 +28,7 @@ def evening():
     plant.run(68)
     ctls = {
         c.name: c
-        for c in build_controllers(plant, "clustered", SETTINGS, clusters=CLUSTERS33, seed=5)
+        for c in build_controllers(plant, "clustered", SETTINGS, clusters=clusters33, seed=5)
     }
     return plant, plant.measure(), ctls
 
@@ -70,13 +62,13 @@ def test_a_table_is_the_cluster_choosing_at_each_boundary_voltage(evening):
     assert table.violation_pu[0] > table.violation_pu[-1]
 
 
-def test_a_child_table_is_folded_into_the_parent_objectives(evening):
+def test_a_child_table_is_folded_into_the_parent_objectives(evening, clusters33):
     """C3 with C4's table behind the tie: per candidate, losses and cost grow by the table at
     the candidate's predicted tie voltage, the deviation and the voltage constraint become the
     larger of its own and the child's."""
     plant, meas, ctls = evening
     c3 = ctls["C3"]
-    (tie,) = [t for t in find_ties(plant.net, CLUSTERS33) if t.child == "C4"]
+    (tie,) = [t for t in find_ties(plant.net, clusters33) if t.child == "C4"]
     assert tie.parent == "C3"
     table = ValueTable(
         vm_pu=np.array([0.90, 1.00, 1.10]),
