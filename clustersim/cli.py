@@ -19,6 +19,7 @@ import logging
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,8 +100,8 @@ class _Interrupts:
     force (Python's), or directly for SIGTERM when SIGINT is ignored (a process started in the
     background; SIGINT then stays ignored). From the first of them on, logging is off until the
     command ends: the command's one line says what happened, and the connections, processes and
-    broker it stops on purpose are no warnings. :attr:`exit_code` and :attr:`by` tell the two
-    signals apart."""
+    broker it stops on purpose are no warnings; nor is a coroutine the interrupt cut off before
+    its first step. :attr:`exit_code` and :attr:`by` tell the two signals apart."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -122,6 +123,12 @@ class _Interrupts:
             self.signum = signum
             self._logging = logging.root.manager.disable
             logging.disable(logging.CRITICAL)
+            # KeyboardInterrupt lands wherever the main thread is, possibly between creating an
+            # agent's coroutine and its first step; that coroutine is collected unawaited, when
+            # the loop's tasks are, possibly after the command returns: not restored
+            warnings.filterwarnings(
+                "ignore", message=r"coroutine .* was never awaited", category=RuntimeWarning
+            )
         handler = self._saved.get(signal.SIGINT, signal.getsignal(signal.SIGINT))
         if callable(handler):
             handler(signal.SIGINT, frame)

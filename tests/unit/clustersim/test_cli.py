@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import logging
+import signal
+import warnings
+
 from clustersim import cli
 
 
@@ -16,3 +21,28 @@ def test_faults_are_printed_as_a_warning_block(capsys):
     assert "2 fault(s)" in err
     assert "plant: watchdog: no setpoint from C3 (control step 4)" in err
     assert "plant: fallback_on: C3 silent (control step 5)" in err
+
+
+def test_an_interrupt_silences_the_coroutine_it_cut_off():
+    """Ctrl-C raises KeyboardInterrupt wherever the main thread is; a coroutine created just
+    before (an agent's next interval) is then collected unawaited, which must not add a
+    RuntimeWarning to the command's one line."""
+
+    async def step() -> None:
+        return None
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        interrupts = cli._Interrupts()
+        interrupts._saved[signal.SIGINT] = signal.SIG_DFL  # not callable: the handler raises
+        try:
+            interrupts._on_signal(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            logging.disable(logging.NOTSET)  # the handler turned logging off for the command
+        coro = step()
+        del coro
+        gc.collect()
+    assert not [w for w in seen if "never awaited" in str(w.message)]
+    assert interrupts.exit_code == 130
