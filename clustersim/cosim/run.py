@@ -145,11 +145,16 @@ def _wall_clock_fault(fault: dict[str, Any]) -> bool:
 
 
 def _result(
-    scenario: Scenario, pnode: PlantNode, model: CoSimModel, broker: EmbeddedBroker | None
+    scenario: Scenario,
+    pnode: PlantNode,
+    model: CoSimModel,
+    broker: EmbeddedBroker | None,
+    online_s: float,
 ) -> CosimResult:
     """The plant node's result with its refused messages, communication KPIs (the embedded
     broker's restarts among the transport events, its failure to restart among the faults),
-    the run id and the model's per-interval tables."""
+    the run id, the wall seconds until every agent was online (``online_s``) and the model's
+    per-interval tables."""
     result = pnode.result
     result.message_rows.extend(r.model_dump() for r in pnode.refused_records())
     if broker is not None:
@@ -160,6 +165,7 @@ def _result(
     result.summary = comm_summary(pnode)
     result.summary["provenance"] = {"run_id": pnode.run_id}
     result.summary["clock"] = scenario.comm.clock
+    result.summary["agents_online_wall_s"] = round(online_s, 3)
     result.summary["coordination"] = (
         scenario.control.coordination if scenario.control.mode in CLUSTER_MODES else "none"
     )
@@ -432,9 +438,7 @@ def run_cosim(
         for p in procs:
             p.join(timeout=10)
         ended = True
-        result = _result(scenario, pnode, model, broker)
-        result.summary["agents_online_wall_s"] = round(online_s, 3)
-        return result
+        return _result(scenario, pnode, model, broker, online_s)
     finally:
         _shut_down(loop, tasks, procs, broker, quick=not ended)
 
