@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
 import numpy as np
@@ -395,11 +395,23 @@ class Controller:
         bias = measured - res.vm_pu[0]
         return np.where(np.isfinite(bias), bias, 0.0)
 
-    def finish(self, prep: _Prepared) -> Decision:
-        """The compromise of the prepared optimizer's current front, as setpoints."""
+    def finish(self, prep: _Prepared, vm_upstream_pu: float | None = None) -> Decision:
+        """The compromise of the prepared optimizer's current front, as setpoints.
+        ``vm_upstream_pu``: the upstream boundary voltage a parent announced; the optimizer's
+        final candidates are then evaluated at it (one batched power flow) and the choice is
+        made among them as :meth:`value_table` makes it."""
         res = prep.optimizer.result()
         problem = prep.problem
-        _, _, pf = problem.objectives(res.x[None, :])
+        vm_up = None
+        if vm_upstream_pu is not None and not self.cluster.contains_slack:
+            vm_up = np.array([float(vm_upstream_pu)])
+            X = prep.optimizer.candidates()
+            F, G, _ = problem.objectives(X, np.repeat(vm_up, len(X)))
+            s = self.settings
+            k = choose(F, G, s.compromise, s.weights)
+            cv = float(np.sum(np.maximum(G[k], 0.0)))
+            res = replace(res, x=problem.clip(X[k])[0], f=F[k], cv=cv, feasible=cv <= 0)
+        _, _, pf = problem.objectives(res.x[None, :], vm_up)
         problem.n_evaluations -= 1  # bookkeeping: the prediction is not a search evaluation
         problem.n_calls -= 1
         vm_pred = (
@@ -420,7 +432,9 @@ class Controller:
             vm_pred_pu=vm_pred,
         )
 
-    def value_table(self, prep: _Prepared, vm_pu: Sequence[float]) -> tuple[ValueTable, np.ndarray]:
+    def value_table(
+        self, prep: _Prepared, vm_pu: Sequence[float] | np.ndarray
+    ) -> tuple[ValueTable, np.ndarray]:
         """This cluster's :class:`~clustersim.agents.problem.ValueTable` over upstream boundary
         voltages ``vm_pu`` (increasing): the optimizer's final candidates evaluated at every
         voltage in one batched power flow, and at each voltage the candidate the controller

@@ -45,12 +45,19 @@ from typing import Any, Literal
 import numpy as np
 import pandapower as pp
 
-from clustersim.agents.control import Controller, Decision
+from clustersim.agents.control import Controller, Decision, _Prepared
 from clustersim.agents.network import assign_buses, radial_tree
+from clustersim.agents.problem import ValueTable
 from clustersim.broker.auth import Keyring
 from clustersim.broker.channel import Channel
 from clustersim.broker.clock import RealtimeClock
-from clustersim.broker.envelope import BROADCAST, BoundaryBody, MeasBody, MessageRecord
+from clustersim.broker.envelope import (
+    BROADCAST,
+    BoundaryBody,
+    MeasBody,
+    MessageRecord,
+    TableBody,
+)
 from clustersim.broker.node import REFUSED_SAMPLE, Node
 from clustersim.broker.transport import Transport
 from clustersim.sim.plant import Measurement
@@ -77,11 +84,12 @@ class ComputeModel:
     fixed_s: float = 1.0
     per_evaluation_s: float = 0.001
 
-    def seconds(self, evaluations: int, wall_s: float) -> float:
+    def seconds(self, evaluations: int, wall_s: float, *, solve: bool = True) -> float:
         """Simulated duration of a solve, s: ``fixed_s``, ``per_evaluation_s`` × ``evaluations``,
-        or the measured ``wall_s``."""
+        or the measured ``wall_s``. ``solve=False``: evaluations that complete a solve (its
+        choice, a value table), which take no time of their own under ``fixed``."""
         if self.kind == "fixed":
-            return self.fixed_s
+            return self.fixed_s if solve else 0.0
         if self.kind == "per-evaluation":
             return self.per_evaluation_s * evaluations
         return wall_s
@@ -242,7 +250,11 @@ class AgentSettings:
     interval_s: float = 900.0
     deadline_s: float = 60.0
     rounds: int = 2
+    """boundary rounds, or up/down sweeps of value tables, per interval"""
     round_generations: int = 5
+    coordination: Literal["boundary", "value-table"] = "boundary"
+    table_points: int = 9
+    table_band_pu: float = 0.05
     compute: ComputeModel = field(default_factory=ComputeModel)
     watchdog_s: float = 30.0
     plant_step_s: float = 60.0
@@ -303,6 +315,8 @@ class AgentNode(Node):
         self._refused_seen = 0
         self.fingerprint = dict(fingerprint) if fingerprint is not None else None
         self.online_at_start = fingerprint is None  # else online once the start's scenario matches
+        self._tables: dict[str, tuple[ValueTable, int]] = {}
+        """child cluster → (its last value table, the interval it came in)"""
         self.mismatch: list[str] = []
         """scenario keys whose values differ from the plant's (the agent then refused the run)"""
         self.lost_plant = False
@@ -372,48 +386,21 @@ class AgentNode(Node):
             await self.clock.sleep_until(d.t_deliver_s)
         return rec, not d.lost and not late
 
-    def _solve(
-        self,
-        n: int,
-        meas: Measurement,
-        vm_up: float | None,
-        pq: Mapping[tuple[str, int], tuple[float, float]],
-        initial: Sequence[np.ndarray],
-    ) -> tuple[Decision, float]:
-        c = self.controller
-        t_wall = time.perf_counter()
-        prep = c.prepare(
-            n,
-            meas,
-            vm_upstream_pu=vm_up,
-            boundary_pq=dict(pq) or None,
-            initial=initial,
-            generations=self.settings.round_generations if len(initial) else None,
-        )
-        prep.optimizer.run()
-        dec = c.finish(prep)
-        wall = time.perf_counter() - t_wall
-        if self.clock is not None:
-            return dec, self.clock.simulated(wall)
-        return dec, self.settings.compute.seconds(int(dec.result.evaluations), wall)
-
     def _now(self, t_virtual: float) -> float:
         """The agent's current simulated instant: computed in virtual time, read in real time."""
         return t_virtual if self.clock is None else self.clock.now_s()
 
-    # length: the interval's protocol steps 1-4 in order (module docstring)
     async def interval(self, n: int, env: Any, nbytes: int) -> None:
         """Run control interval ``n`` on its measurement envelope ``env`` (``nbytes``: payload size,
         bytes): decide, coordinate, send the setpoint (module docstring, steps 1–4)."""
         s = self.settings
         t0 = n * s.interval_s
-        deadline = t0 + s.deadline_s
-        records: list[MessageRecord] = []
+        st = _Interval(n=n, t=t0, deadline=t0 + s.deadline_s)
         if self.clock is not None and not self.clock.started:
             self.clock.start(float(env.t_send_s))  # align on the plant's clock
-        rec, used = await self._deliver(env, nbytes, deadline)
-        records.append(rec)
-        t = self._now(t0)
+        rec, used = await self._deliver(env, nbytes, st.deadline)
+        st.records.append(rec)
+        st.t = self._now(t0)
         if used:
             grid = self.controller.grid
             self._meas = measurement_from_body(
@@ -421,97 +408,17 @@ class AgentNode(Node):
             )
             self._meas_t = float(env.t_send_s)
             assert rec.t_deliver_s is not None
-            t = self._now(rec.t_deliver_s)
+            st.t = self._now(rec.t_deliver_s)
         meas = self._meas
-        sent = 0
         info: dict[str, Any] = {}
         setpoints: dict[str, dict[str, float]] = {}
         if meas is not None:
-            dec, compute = self._solve(n, meas, None, {}, ())
-            decisions = [dec]
-            t = self._now(t + compute)
-            computed = compute
-            vm_up: float | None = None
-            pq: dict[tuple[str, int], tuple[float, float]] = {}
-            attempted = completed = 0
-            for r in range(1, s.rounds + 1 if self.neighbours else 1):
-                attempted += 1
-                for tie in self.children:
-                    col = dec_col(self.controller, tie.bus)
-                    await self.send(
-                        "boundary",
-                        tie.child,
-                        step=n,
-                        round=r,
-                        t_send_s=t,
-                        body={"vm_pu": {tie.bus_label: float(dec.vm_subnet_pu[col])}},
-                    )
-                    sent += 1
-                if self.parent_tie is not None:
-                    pt = self.parent_tie
-                    await self.send(
-                        "boundary",
-                        pt.parent,
-                        step=n,
-                        round=r,
-                        t_send_s=t,
-                        body={"p_mw": {pt.label: dec.p_in_mw}, "q_mvar": {pt.label: dec.q_in_mvar}},
-                    )
-                    sent += 1
-                fresh = False
-                t_info = t
-                for nb in self.neighbours:
-                    if nb in self._dead and not self.has("boundary", nb, n, r):
-                        continue
-                    if self.clock is None:
-                        got = await self.expect("boundary", nb, n, r, timeout_s=s.watchdog_s)
-                        if got is None:
-                            self._dead.add(nb)
-                            await self.fault("watchdog", f"no boundary message from {nb}", n)
-                            continue
-                    else:  # real time: what has not come by the deadline is late
-                        wait = max(0.0, self.clock.wall_until(deadline))
-                        got = await self.expect("boundary", nb, n, r, timeout_s=wait)
-                        if got is None:
-                            continue
-                    benv, bb = got
-                    brec, ok = await self._deliver(benv, bb, deadline)
-                    records.append(brec)
-                    body = benv.body
-                    assert isinstance(body, BoundaryBody)  # the inbox filed it as "boundary"
-                    if not ok or not (body.vm_pu or body.p_mw):  # lost, late, or empty
-                        continue
-                    fresh = True
-                    assert brec.t_deliver_s is not None
-                    t_info = max(t_info, brec.t_deliver_s)
-                    if self.parent_tie is not None and nb == self.parent_tie.parent:
-                        v = body.vm_pu.get(self.parent_tie.bus_label)
-                        if v is not None:
-                            vm_up = float(v)
-                    for tie in self.children:
-                        if tie.child == nb and tie.label in body.p_mw:
-                            pq[(tie.table, tie.row)] = (
-                                float(body.p_mw[tie.label]),
-                                float(body.q_mvar.get(tie.label, 0.0)),
-                            )
-                if not fresh:
-                    t = self._now(t)
-                    continue
-                t = self._now(max(t, t_info))
-                if t >= deadline:
-                    continue
-                new, compute = self._solve(n, meas, vm_up, pq, [dec.result.x])
-                computed += compute
-                if t + compute <= deadline:
-                    dec = new
-                    decisions.append(new)
-                    t = self._now(t + compute)
-                    completed += 1
-                else:  # abandoned at the deadline: the previous decision stands
-                    t = deadline
-                    self.controller.remember(dec)
+            if s.coordination == "value-table" and self.neighbours:
+                dec = await self._sweeps(meas, st)
+            else:
+                dec = await self._boundary_rounds(meas, st)
             setpoints = dec.setpoints
-            info = self._info(dec, decisions, computed, meas, t, attempted, completed, vm_up)
+            info = self._info(dec, st, meas)
             if self.keep_fronts:
                 r_ = dec.result
                 self.record.fronts[(n, self.me)] = (
@@ -521,55 +428,279 @@ class AgentNode(Node):
                     r_.population_cv,
                 )
         else:  # nothing to decide on yet: keep the protocol, say "no values" in every round
-            sent += await self._empty_rounds(n, t, deadline, records)
-        sent += 1
-        info["sent"] = sent
+            await self._empty_rounds(st)
+        st.sent += 1
+        info["sent"] = st.sent
         info["rejected"] = self.rejected_counts()
-        records.extend(self.refused_records(self._refused_seen, limit=REFUSED_SAMPLE))
+        st.records.extend(self.refused_records(self._refused_seen, limit=REFUSED_SAMPLE))
         self._refused_seen = self.refused_total
-        info["messages"] = [m.model_dump() for m in records]
-        t = self._now(t)
+        info["messages"] = [m.model_dump() for m in st.records]
+        t = self._now(st.t)
         await self.send(
             "setpoint", PLANT, step=n, t_send_s=t, body={"setpoints": setpoints, "info": info}
         )
 
-    async def _empty_rounds(
-        self, n: int, t: float, deadline: float, records: list[MessageRecord]
-    ) -> int:
+    # ------------------------------------------------------------------ coordination
+    def _round_peers(self, r: int) -> tuple[list[str], list[str]]:
+        """Round ``r``'s (receivers, senders) of this agent's boundary messages: every
+        neighbour both ways in boundary rounds; in value-table sweeps, odd rounds go up (children
+        → parent) and even rounds down (parent → children)."""
+        if self.settings.coordination != "value-table":
+            return self.neighbours, self.neighbours
+        up = [self.parent_tie.parent] if self.parent_tie is not None else []
+        down = [t.child for t in self.children]
+        return (up, down) if r % 2 else (down, up)
+
+    def _protocol_rounds(self) -> int:
+        """Boundary messages rounds per interval (two per value-table sweep)."""
+        if not self.neighbours:
+            return 0
+        k = 2 if self.settings.coordination == "value-table" else 1
+        return k * self.settings.rounds
+
+    async def _receive(self, st: _Interval, nb: str, r: int) -> BoundaryBody | None:
+        """Neighbour ``nb``'s round-``r`` boundary message, if it arrived usable (not lost, not
+        after the deadline, not empty); its receipt is recorded either way. A neighbour silent
+        for the watchdog's time (virtual time) becomes a fault and is not waited for again; in
+        real time what has not come by the deadline is late."""
+        n = st.n
+        if nb in self._dead and not self.has("boundary", nb, n, r):
+            return None
+        if self.clock is None:
+            got = await self.expect("boundary", nb, n, r, timeout_s=self.settings.watchdog_s)
+            if got is None:
+                self._dead.add(nb)
+                await self.fault("watchdog", f"no boundary message from {nb}", n)
+                return None
+        else:
+            wait = max(0.0, self.clock.wall_until(st.deadline))
+            got = await self.expect("boundary", nb, n, r, timeout_s=wait)
+            if got is None:
+                return None
+        benv, nbytes = got
+        brec, ok = await self._deliver(benv, nbytes, st.deadline)
+        st.records.append(brec)
+        body = benv.body
+        assert isinstance(body, BoundaryBody)  # the inbox filed it as "boundary"
+        if not ok or body.empty:
+            return None
+        assert brec.t_deliver_s is not None
+        st.t_info = max(st.t_info, brec.t_deliver_s)
+        return body
+
+    async def _send_round(self, st: _Interval, dst: str, r: int, body: Mapping[str, Any]) -> None:
+        await self.send("boundary", dst, step=st.n, round=r, t_send_s=self._now(st.t), body=body)
+        st.sent += 1
+
+    def _solve(
+        self,
+        st: _Interval,
+        meas: Measurement,
+        vm_up: float | None,
+        pq: Mapping[tuple[str, int], tuple[float, float]],
+        initial: Sequence[np.ndarray],
+        children: Sequence[tuple[int, ValueTable]] = (),
+    ) -> tuple[_Prepared, float]:
+        """Prepare and run this interval's optimization; returns it and its simulated duration
+        (counted in ``st``'s compute time and evaluations by the caller through :meth:`_spent`)."""
+        c = self.controller
+        t_wall = time.perf_counter()
+        prep = c.prepare(
+            st.n,
+            meas,
+            vm_upstream_pu=vm_up,
+            boundary_pq=dict(pq) or None,
+            initial=initial,
+            generations=self.settings.round_generations if len(initial) else None,
+            children=children,
+        )
+        prep.optimizer.run()
+        return prep, self._spent(st, prep, 0, time.perf_counter() - t_wall, solve=True)
+
+    def _spent(
+        self, st: _Interval, prep: _Prepared, evals_before: int, wall: float, solve: bool = False
+    ) -> float:
+        """The simulated duration of ``prep``'s evaluations since ``evals_before`` that took
+        ``wall`` seconds (compute time model), added to ``st``'s evaluations and wall time."""
+        evals = int(prep.problem.n_evaluations) - evals_before
+        st.evaluations += evals
+        st.solve_wall_s += wall
+        if self.clock is not None:
+            return self.clock.simulated(wall)
+        return self.settings.compute.seconds(evals, wall, solve=solve)
+
+    def _finish(
+        self, st: _Interval, prep: _Prepared, vm_up: float | None = None
+    ) -> tuple[Decision, float]:
+        """:meth:`Controller.finish` and its simulated duration (its evaluations counted in
+        ``st``)."""
+        before, t_wall = int(prep.problem.n_evaluations), time.perf_counter()
+        dec = self.controller.finish(prep, vm_up)
+        return dec, self._spent(st, prep, before, time.perf_counter() - t_wall)
+
+    # length: the boundary rounds of the module docstring's step 3, in order
+    async def _boundary_rounds(self, meas: Measurement, st: _Interval) -> Decision:
+        """Solve, then the boundary rounds with the neighbours (module docstring, step 3)."""
+        prep, compute = self._solve(st, meas, None, {}, ())
+        dec, c2 = self._finish(st, prep)
+        st.solves += 1
+        st.t = self._now(st.t + (compute + c2))
+        st.computed += compute + c2
+        pq: dict[tuple[str, int], tuple[float, float]] = {}
+        for r in range(1, self._protocol_rounds() + 1):
+            st.attempted += 1
+            for tie in self.children:
+                col = dec_col(self.controller, tie.bus)
+                vm = {tie.bus_label: float(dec.vm_subnet_pu[col])}
+                await self._send_round(st, tie.child, r, {"vm_pu": vm})
+            if self.parent_tie is not None:
+                lab = self.parent_tie.label
+                body = {"p_mw": {lab: dec.p_in_mw}, "q_mvar": {lab: dec.q_in_mvar}}
+                await self._send_round(st, self.parent_tie.parent, r, body)
+            fresh = False
+            st.t_info = st.t
+            for nb in self.neighbours:
+                got = await self._receive(st, nb, r)
+                if got is None:
+                    continue
+                fresh = True
+                if self.parent_tie is not None and nb == self.parent_tie.parent:
+                    v = got.vm_pu.get(self.parent_tie.bus_label)
+                    if v is not None:
+                        st.vm_up = float(v)
+                for tie in self.children:
+                    if tie.child == nb and tie.label in got.p_mw:
+                        pq[(tie.table, tie.row)] = (
+                            float(got.p_mw[tie.label]),
+                            float(got.q_mvar.get(tie.label, 0.0)),
+                        )
+            if not fresh:
+                st.t = self._now(st.t)
+                continue
+            st.t = self._now(max(st.t, st.t_info))
+            if st.t >= st.deadline:
+                continue
+            new_prep, compute = self._solve(st, meas, st.vm_up, pq, [dec.result.x])
+            new, c2 = self._finish(st, new_prep)
+            compute += c2
+            st.computed += compute
+            if st.t + compute <= st.deadline:
+                dec = new
+                st.t = self._now(st.t + compute)
+                st.solves += 1
+                st.completed += 1
+            else:  # abandoned at the deadline: the previous decision stands
+                st.t = st.deadline
+                self.controller.remember(dec)
+        return dec
+
+    async def _sweeps(self, meas: Measurement, st: _Interval) -> Decision:
+        """Value-table sweeps of the cluster tree (module docstring, step 3)."""
+        sw = _Sweep()
+        pt = self.parent_tie
+        if pt is not None:
+            sw.centre = float(meas.vm_pu[self.labels.index(pt.bus_label)])
+            if not math.isfinite(sw.centre):
+                sw.centre = 1.0
+            sw.band = self.settings.table_band_pu
+        for sweep in range(1, self.settings.rounds + 1):
+            st.attempted += 1
+            complete = await self._up(meas, st, sw, 2 * sweep - 1)
+            complete &= await self._down(st, sw, 2 * sweep)
+            st.completed += int(complete)
+        assert sw.dec is not None
+        st.table_age = {
+            t.child: st.n - self._tables[t.child][1]
+            for t in self.children
+            if t.child in self._tables
+        }
+        return sw.dec
+
+    async def _up(self, meas: Measurement, st: _Interval, sw: _Sweep, r: int) -> bool:
+        """Round ``r``, up: take the children's tables (the last one of a child whose table is
+        lost or late), optimize with them (the interval's solve in the first sweep, a
+        warm-started re-optimization after, abandoned at the deadline), send the parent this
+        cluster's table around ``sw.centre``. Returns whether every child's table came."""
+        st.t_info = st.t
+        complete = True
+        for tie in self.children:
+            got = await self._receive(st, tie.child, r)
+            if got is not None and got.table is not None:
+                self._tables[tie.child] = (table_from_body(got.table), st.n)
+            else:
+                complete = False
+        st.t = self._now(max(st.t, st.t_info))
+        known = [t for t in self.children if t.child in self._tables]
+        children = [(t.bus, self._tables[t.child][0]) for t in known]
+        pq = {(t.table, t.row): self._child_draw(t, meas) for t in known}
+        if sw.prep is None or (self.children and st.t < st.deadline):
+            initial = [] if sw.dec is None else [sw.dec.result.x]
+            new, compute = self._solve(st, meas, None, pq, initial, children)
+            st.computed += compute
+            if sw.prep is None or st.t + compute <= st.deadline:
+                sw.prep = new
+                st.solves += 1
+                st.t = self._now(st.t + compute)
+            else:  # abandoned at the deadline: the last optimization stands
+                st.t = st.deadline
+        pt = self.parent_tie
+        if pt is not None:
+            grid = sw.centre + sw.band * np.linspace(-1.0, 1.0, self.settings.table_points)
+            prep = sw.prep
+            before, t_wall = int(prep.problem.n_evaluations), time.perf_counter()
+            table, _ = self.controller.value_table(prep, grid[grid > 0])
+            compute = self._spent(st, prep, before, time.perf_counter() - t_wall)
+            st.computed += compute
+            st.t = self._now(st.t + compute)
+            await self._send_round(st, pt.parent, r, {"table": table_body(table)})
+        return complete
+
+    async def _down(self, st: _Interval, sw: _Sweep, r: int) -> bool:
+        """Round ``r``, down: take the boundary voltage the parent will hold (the measured one
+        if its message is lost or late), decide for it, send each child the voltage this
+        decision holds at its tie. The next sweep's table is centred on the announced voltage,
+        half as wide. Returns whether the parent's message came (true at the root)."""
+        pt = self.parent_tie
+        vm_up = None
+        if pt is not None:
+            st.t_info = st.t
+            got = await self._receive(st, pt.parent, r)
+            v = None if got is None else got.vm_pu.get(pt.bus_label)
+            if v is not None:
+                vm_up = st.vm_up = float(v)
+                sw.centre, sw.band = vm_up, sw.band / 2.0
+            st.t = self._now(max(st.t, st.t_info))
+        assert sw.prep is not None
+        dec, compute = self._finish(st, sw.prep, vm_up)
+        sw.dec = dec
+        st.computed += compute
+        st.t = self._now(st.t + compute)
+        for tie in self.children:
+            vm = {tie.bus_label: float(dec.vm_subnet_pu[dec_col(self.controller, tie.bus)])}
+            await self._send_round(st, tie.child, r, {"vm_pu": vm})
+        return pt is None or vm_up is not None
+
+    def _child_draw(self, tie: Tie, meas: Measurement) -> tuple[float, float]:
+        """The P/Q a child cluster's last table says it draws through ``tie`` at the tie bus's
+        measured voltage (the parent's power flow models the child as this constant load)."""
+        table = self._tables[tie.child][0]
+        v = float(meas.vm_pu[self.labels.index(tie.bus_label)])
+        if not math.isfinite(v):
+            v = float(np.mean(table.vm_pu))
+        return float(table.at(v, "p_mw")), float(table.at(v, "q_mvar"))
+
+    async def _empty_rounds(self, st: _Interval) -> None:
         """The coordination rounds of an agent that has no measurement yet (its first one was
         lost): it still sends its round messages, empty, and takes its neighbours', so that no
-        neighbour waits for a message that is not coming. Returns the messages sent."""
-        s = self.settings
-        sent = 0
-        for r in range(1, s.rounds + 1 if self.neighbours else 1):
-            for nb in self.neighbours:
-                await self.send("boundary", nb, step=n, round=r, t_send_s=self._now(t), body={})
-                sent += 1
-            for nb in self.neighbours:
-                if nb in self._dead and not self.has("boundary", nb, n, r):
-                    continue
-                wait = s.watchdog_s if self.clock is None else self.clock.wall_until(deadline)
-                got = await self.expect("boundary", nb, n, r, timeout_s=wait)
-                if got is None:
-                    if self.clock is None:
-                        self._dead.add(nb)
-                        await self.fault("watchdog", f"no boundary message from {nb}", n)
-                    continue
-                benv, nbytes = got
-                records.append((await self._deliver(benv, nbytes, deadline))[0])
-        return sent
+        neighbour waits for a message that is not coming."""
+        for r in range(1, self._protocol_rounds() + 1):
+            to, frm = self._round_peers(r)
+            for nb in to:
+                await self._send_round(st, nb, r, {})
+            for nb in frm:
+                await self._receive(st, nb, r)
 
-    def _info(
-        self,
-        dec: Decision,
-        decisions: list[Decision],
-        computed: float,
-        meas: Measurement,
-        t: float,
-        attempted: int,
-        completed: int,
-        vm_up: float | None,
-    ) -> dict[str, Any]:
+    def _info(self, dec: Decision, st: _Interval, meas: Measurement) -> dict[str, Any]:
         r = dec.result
         pred = {
             tie.bus_label: float(dec.vm_subnet_pu[dec_col(self.controller, tie.bus)])
@@ -577,7 +708,7 @@ class AgentNode(Node):
         }
         used: dict[str, float] = {}
         if self.parent_tie is not None:
-            v = vm_up
+            v = st.vm_up
             if v is None:
                 v = float(meas.vm_pu[self.labels.index(self.parent_tie.bus_label)])
             if math.isfinite(v):
@@ -585,11 +716,11 @@ class AgentNode(Node):
         fin = [float(x) for x in r.f]
         return {
             "n_var": int(dec.n_var),
-            "evaluations": sum(int(d.result.evaluations) for d in decisions),
+            "evaluations": st.evaluations,
             "generations": int(r.generations),
-            "solves": len(decisions),
-            "solve_time_s": sum(float(d.solve_time_s) for d in decisions),
-            "compute_s": float(computed),
+            "solves": st.solves,
+            "solve_time_s": st.solve_wall_s,
+            "compute_s": float(st.computed),
             "f_voltage_pu": fin[0] if math.isfinite(fin[0]) else None,
             "f_loss_mw": fin[1] if math.isfinite(fin[1]) else None,
             "f_cost": fin[2] if math.isfinite(fin[2]) else None,
@@ -597,12 +728,60 @@ class AgentNode(Node):
             "vm_pred_min_pu": float(np.min(dec.vm_pred_pu)) if dec.vm_pred_pu.size else None,
             "vm_pred_max_pu": float(np.max(dec.vm_pred_pu)) if dec.vm_pred_pu.size else None,
             "meas_step": int(meas.step) if meas.step >= 0 else 0,
-            "age_of_information_s": max(0.0, t - self._meas_t),
-            "rounds_attempted": attempted if self.neighbours else 0,
-            "rounds_completed": completed,
+            "age_of_information_s": max(0.0, st.t - self._meas_t),
+            "rounds_attempted": st.attempted if self.neighbours else 0,
+            "rounds_completed": st.completed,
             "boundary_pred_vm_pu": pred,
             "boundary_used_vm_pu": used,
+            "table_age": st.table_age,
         }
+
+
+@dataclass
+class _Interval:
+    """The running state of one agent's control interval ``n``."""
+
+    n: int
+    t: float
+    """the agent's simulated instant"""
+    deadline: float
+    records: list[MessageRecord] = field(default_factory=list)
+    sent: int = 0
+    t_info: float = 0.0
+    """latest delivery instant of a usable message of the current round"""
+    computed: float = 0.0
+    """simulated compute time"""
+    evaluations: int = 0
+    solve_wall_s: float = 0.0
+    solves: int = 0
+    attempted: int = 0
+    completed: int = 0
+    vm_up: float | None = None
+    """the upstream boundary voltage announced by the parent (None: the measured one)"""
+    table_age: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Sweep:
+    """What one agent carries from one value-table sweep to the next within an interval."""
+
+    prep: _Prepared | None = None
+    dec: Decision | None = None
+    centre: float = math.nan
+    """centre of the next table's voltages (the measured, then the announced boundary voltage)"""
+    band: float = math.nan
+
+
+def table_body(table: ValueTable) -> dict[str, list[float]]:
+    """A value table as the ``table`` of a :class:`~clustersim.broker.envelope.BoundaryBody`."""
+    return {k: [float(x) for x in getattr(table, k)] for k in TableBody.model_fields}
+
+
+def table_from_body(body: TableBody) -> ValueTable:
+    """The value table a boundary message carries."""
+    return ValueTable(
+        **{k: np.asarray(getattr(body, k), dtype=float) for k in TableBody.model_fields}
+    )
 
 
 def dec_col(controller: Controller, bus: int) -> int:

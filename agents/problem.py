@@ -235,7 +235,7 @@ class ValueTable:
     p_mw: np.ndarray
     q_mvar: np.ndarray
 
-    def at(self, vm_pu: np.ndarray, name: str) -> np.ndarray:
+    def at(self, vm_pu: np.ndarray | float, name: str) -> np.ndarray:
         """Column ``name`` at voltages ``vm_pu``, linear between the table's voltages and held
         at its ends."""
         return np.interp(vm_pu, self.vm_pu, getattr(self, name))

@@ -14,7 +14,7 @@ kind       direction               body
 ========== ======================= ====================================================
 meas       plant → agent           :class:`MeasBody` (voltages, boundary flows, state)
 setpoint   agent → plant           :class:`SetpointBody` (device → {quantity: value})
-boundary   neighbour ↔ neighbour   :class:`BoundaryBody` (boundary voltage and/or P/Q)
+boundary   neighbour ↔ neighbour   :class:`BoundaryBody` (voltage, P/Q or value table)
 clock      clock → everyone        :class:`ClockBody` (simulated time, start/tick/stop)
 status     any node                :class:`StatusBody` (online/offline/fault, reason)
 log        any node                :class:`LogBody` (level, message)
@@ -88,6 +88,7 @@ __all__ = [
     "SetpointMsg",
     "StatusBody",
     "StatusMsg",
+    "TableBody",
     "Verdict",
     "decode",
     "encode",
@@ -218,7 +219,9 @@ class DecisionInfo(_Model):
     ``messages`` are the agent's receipt records of this interval (measurement, boundary rounds);
     ``sent`` the messages it sent in this interval (boundary messages and this setpoint);
     ``boundary_pred_vm_pu`` the voltages it predicts at the boundary buses of its child clusters,
-    ``boundary_used_vm_pu`` the upstream boundary voltage its decision assumed.
+    ``boundary_used_vm_pu`` the upstream boundary voltage its decision assumed; ``table_age``
+    maps each child cluster whose value table the decision used to that table's age in control
+    intervals (0: received in this interval).
     """
 
     n_var: Counter_ = 0
@@ -239,6 +242,7 @@ class DecisionInfo(_Model):
     rounds_completed: Counter_ = 0
     boundary_pred_vm_pu: dict[Label, NonNegFloat] = Field(default_factory=dict)
     boundary_used_vm_pu: dict[Label, NonNegFloat] = Field(default_factory=dict)
+    table_age: dict[Label, Counter_] = Field(default_factory=dict)
     sent: Counter_ = 0
     rejected: dict[Label, Counter_] = Field(default_factory=dict)
     messages: list[MessageRecord] = Field(default_factory=list, max_length=10_000)
@@ -262,17 +266,51 @@ class SetpointBody(_Model):
         return _check_setpoints(v)
 
 
+class TableBody(_Model):
+    """A child cluster's value table for its parent (:class:`~clustersim.agents.problem.ValueTable`):
+    at each upstream boundary voltage ``vm_pu`` (strictly increasing, p.u.), the voltage
+    violation (> 0: out of band, p.u.), deviation (p.u.), losses (MW) and cost of the choice the
+    child would make there, its subtree folded in, and the P/Q it would draw through the tie."""
+
+    vm_pu: list[Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]] = Field(
+        min_length=2, max_length=33
+    )
+    violation_pu: list[FiniteFloat] = Field(max_length=33)
+    deviation_pu: list[FiniteFloat] = Field(max_length=33)
+    losses_mw: list[FiniteFloat] = Field(max_length=33)
+    cost: list[FiniteFloat] = Field(max_length=33)
+    p_mw: list[FiniteFloat] = Field(max_length=33)
+    q_mvar: list[FiniteFloat] = Field(max_length=33)
+
+    @model_validator(mode="after")
+    def _shape(self) -> TableBody:
+        n = len(self.vm_pu)
+        cols = (self.violation_pu, self.deviation_pu, self.losses_mw, self.cost, self.p_mw)
+        if any(len(c) != n for c in (*cols, self.q_mvar)):
+            raise ValueError("every column of a value table needs one value per voltage")
+        if any(b <= a for a, b in zip(self.vm_pu, self.vm_pu[1:], strict=False)):
+            raise ValueError("a value table's voltages must increase strictly")
+        return self
+
+
 class BoundaryBody(_Model):
     """Neighbour ↔ neighbour, one per coordination round.
 
     The parent sends ``vm_pu`` (bus label → voltage at the boundary bus), the child ``p_mw`` and
-    ``q_mvar`` (tie branch id → power flowing into the child's cluster, as in :class:`MeasBody`).
-    Empty mappings say "nothing new": the receiver keeps the last values it had.
+    ``q_mvar`` (tie branch id → power flowing into the child's cluster, as in :class:`MeasBody`)
+    or, in the up-sweep of value tables, its ``table``. Empty mappings say "nothing new": the
+    receiver keeps the last values it had.
     """
 
     vm_pu: dict[Label, NonNegFloat] = Field(default_factory=dict)
     p_mw: dict[Label, FiniteFloat] = Field(default_factory=dict)
     q_mvar: dict[Label, FiniteFloat] = Field(default_factory=dict)
+    table: TableBody | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Whether the message carries no value ("nothing new")."""
+        return not (self.vm_pu or self.p_mw or self.table)
 
 
 class ClockBody(_Model):

@@ -131,14 +131,34 @@ class ControlConfig(_Table):
     tap_operation_cost: float = _non_negative(1.0, "currency per tap step", le=1e9)
     capacitor_switching_cost: float = _non_negative(0.5, "currency per switch", le=1e9)
     storage_cost_per_mwh: float = _non_negative(5.0, "storage wear", le=1e9)
-    coordination: Literal["none", "boundary"] = Field(
+    coordination: Literal["none", "boundary", "value-table"] = Field(
         default="boundary",
         description="how cluster agents coordinate per interval: none = each decides on its "
         "measured boundary values alone; boundary = coordination_rounds exchanges of boundary "
-        "voltage and tie P/Q with the neighbouring clusters, each followed by a re-optimization",
+        "voltage and tie P/Q with the neighbouring clusters, each followed by a re-optimization; "
+        "value-table = coordination_rounds up/down sweeps of the cluster tree, children sending "
+        "their parent their choice and its cost as a function of the boundary voltage, parents "
+        "sending back the boundary voltage they will hold",
     )
     coordination_rounds: int = _non_negative(
-        2, "coordination = boundary: exchanges with the neighbouring clusters per interval", le=100
+        2,
+        "exchanges (boundary) or up/down sweeps (value-table) with the neighbouring clusters "
+        "per interval",
+        le=100,
+    )
+    table_points: int = Field(
+        default=9,
+        ge=2,
+        le=33,
+        description="coordination = value-table: boundary voltages per table",
+    )
+    table_band_pu: float = Field(
+        default=0.05,
+        gt=0,
+        le=0.5,
+        description="coordination = value-table: a table spans the measured boundary voltage "
+        "± this (p.u.) in the first sweep, half of it around the announced voltage in each "
+        "further sweep",
     )
     round_generations: int = Field(
         default=5,
