@@ -46,7 +46,7 @@ import numpy as np
 import pandapower as pp
 
 from clustersim.agents.control import Controller, Decision, _Prepared
-from clustersim.agents.network import assign_buses, radial_tree
+from clustersim.agents.network import assign_buses, boundary_flow, radial_tree
 from clustersim.agents.problem import ValueTable
 from clustersim.broker.auth import Keyring
 from clustersim.broker.channel import Channel
@@ -557,6 +557,7 @@ class AgentNode(Node):
                 lab = self.parent_tie.label
                 body = {"p_mw": {lab: dec.p_in_mw}, "q_mvar": {lab: dec.q_in_mvar}}
                 await self._send_round(st, self.parent_tie.parent, r, body)
+            self._record_round(st, r, meas, dec, pq)
             fresh = False
             st.t_info = st.t
             for nb in self.neighbours:
@@ -606,7 +607,7 @@ class AgentNode(Node):
         for sweep in range(1, self.settings.rounds + 1):
             st.attempted += 1
             complete = await self._up(meas, st, sw, 2 * sweep - 1)
-            complete &= await self._down(st, sw, 2 * sweep)
+            complete &= await self._down(meas, st, sw, 2 * sweep)
             st.completed += int(complete)
         assert sw.dec is not None
         st.table_age = {
@@ -632,7 +633,7 @@ class AgentNode(Node):
         st.t = self._now(max(st.t, st.t_info))
         known = [t for t in self.children if t.child in self._tables]
         children = [(t.bus, self._tables[t.child][0]) for t in known]
-        pq = {(t.table, t.row): self._child_draw(t, meas) for t in known}
+        pq = sw.draws = {(t.table, t.row): self._child_draw(t, meas) for t in known}
         if sw.prep is None or (self.children and st.t < st.deadline):
             initial = [] if sw.dec is None else [sw.dec.result.x]
             new, compute = self._solve(st, meas, None, pq, initial, children)
@@ -652,10 +653,12 @@ class AgentNode(Node):
             compute = self._spent(st, prep, before, time.perf_counter() - t_wall)
             st.computed += compute
             st.t = self._now(st.t + compute)
-            await self._send_round(st, pt.parent, r, {"table": table_body(table)})
+            body = table_body(table)
+            await self._send_round(st, pt.parent, r, {"table": body})
+            st.rounds.append({"round": r, "tie": pt.label, "role": "child", "table": body})
         return complete
 
-    async def _down(self, st: _Interval, sw: _Sweep, r: int) -> bool:
+    async def _down(self, meas: Measurement, st: _Interval, sw: _Sweep, r: int) -> bool:
         """Round ``r``, down: take the boundary voltage the parent will hold (the measured one
         if its message is lost or late), decide for it, send each child the voltage this
         decision holds at its tie. The next sweep's table is centred on the announced voltage,
@@ -678,7 +681,53 @@ class AgentNode(Node):
         for tie in self.children:
             vm = {tie.bus_label: float(dec.vm_subnet_pu[dec_col(self.controller, tie.bus)])}
             await self._send_round(st, tie.child, r, {"vm_pu": vm})
+        self._record_round(st, r, meas, dec, sw.draws)
         return pt is None or vm_up is not None
+
+    def _record_round(
+        self,
+        st: _Interval,
+        r: int,
+        meas: Measurement,
+        dec: Decision,
+        draws: Mapping[tuple[str, int], tuple[float, float]],
+    ) -> None:
+        """This agent's side of each of its ties in round ``r`` (a
+        :class:`~clustersim.broker.envelope.RoundRecord` each), for ``decision``: as a parent,
+        the voltage it holds at the tie bus and the child's draw it assumed (``draws``, else
+        the measured flow); as a child, the boundary voltage it assumed and its predicted draw."""
+        c = self.controller
+        for tie in self.children:
+            (b,) = [b for b in c.cluster.downstream if (b.table, b.row) == (tie.table, tie.row)]
+            p, q = draws.get((tie.table, tie.row)) or boundary_flow(meas, b)
+            vm = float(dec.vm_subnet_pu[dec_col(c, tie.bus)])
+            st.rounds.append(
+                {
+                    "round": r,
+                    "tie": tie.label,
+                    "role": "parent",
+                    "vm_pu": vm,
+                    "p_mw": p,
+                    "q_mvar": q,
+                }
+            )
+        pt = self.parent_tie
+        if pt is not None:
+            v = (
+                st.vm_up
+                if st.vm_up is not None
+                else float(meas.vm_pu[self.labels.index(pt.bus_label)])
+            )
+            st.rounds.append(
+                {
+                    "round": r,
+                    "tie": pt.label,
+                    "role": "child",
+                    "vm_pu": v if math.isfinite(v) else None,
+                    "p_mw": dec.p_in_mw,
+                    "q_mvar": dec.q_in_mvar,
+                }
+            )
 
     def _child_draw(self, tie: Tie, meas: Measurement) -> tuple[float, float]:
         """The P/Q a child cluster's last table says it draws through ``tie`` at the tie bus's
@@ -734,6 +783,7 @@ class AgentNode(Node):
             "boundary_pred_vm_pu": pred,
             "boundary_used_vm_pu": used,
             "table_age": st.table_age,
+            "rounds": st.rounds,
         }
 
 
@@ -759,6 +809,8 @@ class _Interval:
     vm_up: float | None = None
     """the upstream boundary voltage announced by the parent (None: the measured one)"""
     table_age: dict[str, int] = field(default_factory=dict)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    """this agent's side of its ties per coordination round (``RoundRecord`` fields)"""
 
 
 @dataclass
@@ -767,6 +819,8 @@ class _Sweep:
 
     prep: _Prepared | None = None
     dec: Decision | None = None
+    draws: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
+    """the children's draws the last optimization assumed, keyed ``(table, row)`` of the tie"""
     centre: float = math.nan
     """centre of the next table's voltages (the measured, then the announced boundary voltage)"""
     band: float = math.nan

@@ -210,62 +210,6 @@ class MessageRecord(_Model):
         )
 
 
-class DecisionInfo(_Model):
-    """Bookkeeping an agent attaches to its setpoint: how the decision was reached.
-
-    It rides with the setpoint for the simulator's records (control.parquet, messages.parquet,
-    summary); the plant never acts on it. ``age_of_information_s`` is the send time of the
-    setpoint minus the time the measurement it used was taken (None without any measurement);
-    ``messages`` are the agent's receipt records of this interval (measurement, boundary rounds);
-    ``sent`` the messages it sent in this interval (boundary messages and this setpoint);
-    ``boundary_pred_vm_pu`` the voltages it predicts at the boundary buses of its child clusters,
-    ``boundary_used_vm_pu`` the upstream boundary voltage its decision assumed; ``table_age``
-    maps each child cluster whose value table the decision used to that table's age in control
-    intervals (0: received in this interval).
-    """
-
-    n_var: Counter_ = 0
-    evaluations: Counter_ = 0
-    generations: Counter_ = 0
-    solves: Counter_ = 0
-    solve_time_s: NonNegFloat = 0.0
-    compute_s: NonNegFloat = 0.0
-    f_voltage_pu: FiniteFloat | None = None
-    f_loss_mw: FiniteFloat | None = None
-    f_cost: FiniteFloat | None = None
-    cv: NonNegFloat | None = None
-    vm_pred_min_pu: NonNegFloat | None = None
-    vm_pred_max_pu: NonNegFloat | None = None
-    meas_step: Counter_ | None = None
-    age_of_information_s: NonNegFloat | None = None
-    rounds_attempted: Counter_ = 0
-    rounds_completed: Counter_ = 0
-    boundary_pred_vm_pu: dict[Label, NonNegFloat] = Field(default_factory=dict)
-    boundary_used_vm_pu: dict[Label, NonNegFloat] = Field(default_factory=dict)
-    table_age: dict[Label, Counter_] = Field(default_factory=dict)
-    sent: Counter_ = 0
-    rejected: dict[Label, Counter_] = Field(default_factory=dict)
-    messages: list[MessageRecord] = Field(default_factory=list, max_length=10_000)
-
-
-class SetpointBody(_Model):
-    """Agent → plant: ``setpoints`` maps a device to ``{quantity: value}``.
-
-    Quantities are ``q_mvar``, ``p_mw``, ``step`` (capacitor bank step) and ``tap_pos``; the last
-    two must be whole numbers (``2`` or ``2.0``). An empty mapping is the explicit "no change"
-    every agent sends when it keeps its devices as they are; a device with no quantity is refused
-    (leave it out instead).
-    """
-
-    setpoints: dict[Label, dict[Quantity, FiniteFloat]] = Field(default_factory=dict)
-    info: DecisionInfo | None = None
-
-    @field_validator("setpoints")
-    @classmethod
-    def _setpoints(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        return _check_setpoints(v)
-
-
 class TableBody(_Model):
     """A child cluster's value table for its parent (:class:`~clustersim.agents.problem.ValueTable`):
     at each upstream boundary voltage ``vm_pu`` (strictly increasing, p.u.), the voltage
@@ -291,6 +235,80 @@ class TableBody(_Model):
         if any(b <= a for a, b in zip(self.vm_pu, self.vm_pu[1:], strict=False)):
             raise ValueError("a value table's voltages must increase strictly")
         return self
+
+
+class RoundRecord(_Model):
+    """One agent's side of one tie in one coordination round (half a row of
+    ``coordination.parquet``). ``role`` is the agent's side of the tie. A parent gives the
+    voltage its decision holds at the boundary bus (``vm_pu``) and the child's draw its decision
+    assumed (``p_mw``, ``q_mvar``); a child the boundary voltage its decision assumed and the
+    draw it predicts, or, in an up-sweep, the value ``table`` it sent."""
+
+    round: Counter_
+    tie: Label
+    role: Literal["parent", "child"]
+    vm_pu: NonNegFloat | None = None
+    p_mw: FiniteFloat | None = None
+    q_mvar: FiniteFloat | None = None
+    table: TableBody | None = None
+
+
+class DecisionInfo(_Model):
+    """Bookkeeping an agent attaches to its setpoint: how the decision was reached.
+
+    It rides with the setpoint for the simulator's records (control.parquet, messages.parquet,
+    summary); the plant never acts on it. ``age_of_information_s`` is the send time of the
+    setpoint minus the time the measurement it used was taken (None without any measurement);
+    ``messages`` are the agent's receipt records of this interval (measurement, boundary rounds);
+    ``sent`` the messages it sent in this interval (boundary messages and this setpoint);
+    ``boundary_pred_vm_pu`` the voltages it predicts at the boundary buses of its child clusters,
+    ``boundary_used_vm_pu`` the upstream boundary voltage its decision assumed; ``table_age``
+    maps each child cluster whose value table the decision used to that table's age in control
+    intervals (0: received in this interval); ``rounds`` its side of every tie in every
+    coordination round.
+    """
+
+    n_var: Counter_ = 0
+    evaluations: Counter_ = 0
+    generations: Counter_ = 0
+    solves: Counter_ = 0
+    solve_time_s: NonNegFloat = 0.0
+    compute_s: NonNegFloat = 0.0
+    f_voltage_pu: FiniteFloat | None = None
+    f_loss_mw: FiniteFloat | None = None
+    f_cost: FiniteFloat | None = None
+    cv: NonNegFloat | None = None
+    vm_pred_min_pu: NonNegFloat | None = None
+    vm_pred_max_pu: NonNegFloat | None = None
+    meas_step: Counter_ | None = None
+    age_of_information_s: NonNegFloat | None = None
+    rounds_attempted: Counter_ = 0
+    rounds_completed: Counter_ = 0
+    boundary_pred_vm_pu: dict[Label, NonNegFloat] = Field(default_factory=dict)
+    boundary_used_vm_pu: dict[Label, NonNegFloat] = Field(default_factory=dict)
+    table_age: dict[Label, Counter_] = Field(default_factory=dict)
+    rounds: list[RoundRecord] = Field(default_factory=list, max_length=10_000)
+    sent: Counter_ = 0
+    rejected: dict[Label, Counter_] = Field(default_factory=dict)
+    messages: list[MessageRecord] = Field(default_factory=list, max_length=10_000)
+
+
+class SetpointBody(_Model):
+    """Agent → plant: ``setpoints`` maps a device to ``{quantity: value}``.
+
+    Quantities are ``q_mvar``, ``p_mw``, ``step`` (capacitor bank step) and ``tap_pos``; the last
+    two must be whole numbers (``2`` or ``2.0``). An empty mapping is the explicit "no change"
+    every agent sends when it keeps its devices as they are; a device with no quantity is refused
+    (leave it out instead).
+    """
+
+    setpoints: dict[Label, dict[Quantity, FiniteFloat]] = Field(default_factory=dict)
+    info: DecisionInfo | None = None
+
+    @field_validator("setpoints")
+    @classmethod
+    def _setpoints(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        return _check_setpoints(v)
 
 
 class BoundaryBody(_Model):

@@ -55,6 +55,7 @@ from clustersim.assemble.build import (
 from clustersim.assemble.seeds import Stage, stage_seed
 from clustersim.broker.transport import without_password
 from clustersim.cosim.local_loop import ControlLog, run_control
+from clustersim.cosim.plant_node import coordination_frame
 from clustersim.cosim.run import CosimResult, run_cosim
 from clustersim.errors import ClusterSimError, PartitionError, RunError, ScenarioError
 from clustersim.fileio import (
@@ -318,6 +319,8 @@ def write_results(
     }
     if cosim is not None:
         tables["messages"] = pd.DataFrame(cosim.message_rows, columns=MESSAGE_COLUMNS)
+        if cosim.round_rows:
+            tables["coordination"] = coordination_frame(cosim.round_rows)
         tables["steps"] = cosim.steps
         tables["agent_steps"] = cosim.agent_steps
     if control is not None and control.rows:

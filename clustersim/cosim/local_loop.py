@@ -35,6 +35,7 @@ EXTRA_COLUMNS = (
     "rounds_completed",
     "boundary_pred_vm_pu",
     "boundary_used_vm_pu",
+    "table_age",
     "messages_sent",
 )
 """columns of control.parquet in a run over a transport (:mod:`clustersim.cosim.run`)"""

@@ -91,6 +91,9 @@ class CosimResult:
 
     control_rows: list[dict[str, Any]] = field(default_factory=list)
     message_rows: list[dict[str, Any]] = field(default_factory=list)
+    round_rows: list[dict[str, Any]] = field(default_factory=list)
+    """each agent's side of its ties per interval and coordination round (see
+    :func:`coordination_frame`)"""
     fronts: dict[tuple[int, str], Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     steps: pd.DataFrame | None = None
@@ -292,6 +295,9 @@ class PlantNode(Node):
         if info is None:
             return 0
         self.result.message_rows.extend(m.model_dump() for m in info.messages)
+        self.result.round_rows.extend(
+            {"interval": n, "controller": name, **r.model_dump()} for r in info.rounds
+        )
         st.update(
             age_of_information_s=info.age_of_information_s,
             rounds_completed=info.rounds_completed,
@@ -431,6 +437,7 @@ def _control_row(
         "rounds_completed": int(info.rounds_completed),
         "boundary_pred_vm_pu": json.dumps(dict(info.boundary_pred_vm_pu), sort_keys=True),
         "boundary_used_vm_pu": json.dumps(dict(info.boundary_used_vm_pu), sort_keys=True),
+        "table_age": json.dumps(dict(info.table_age), sort_keys=True),
         "messages_sent": int(info.sent),
     }
 
@@ -454,6 +461,8 @@ def comm_summary(node: PlantNode) -> dict[str, Any]:
     aoi = [r["age_of_information_s"] for r in ctl if np.isfinite(r["age_of_information_s"])]
     rounds = [r["rounds_completed"] for r in ctl if r["rounds_attempted"] > 0]
     mismatch = _boundary_mismatch(ctl)
+    ages = [a for r in ctl for a in json.loads(r["table_age"]).values()]
+    final = final_residuals(coordination_frame(node.result.round_rows))
     faults = [f.as_dict() for f in node.faults] + [
         {"node": f["node"], "kind": "remote", "detail": f["message"], "step": f["step"]}
         for f in node.remote_faults
@@ -469,6 +478,9 @@ def comm_summary(node: PlantNode) -> dict[str, Any]:
         "mean_age_of_information_s": round(float(np.mean(aoi)), 3) if aoi else None,
         "coordination_rounds_mean": round(float(np.mean(rounds)), 3) if rounds else 0.0,
         "boundary_mismatch_pu": mismatch,
+        **final,
+        "table_age_mean_intervals": round(float(np.mean(ages)), 3) if ages else None,
+        "table_age_max_intervals": int(max(ages)) if ages else None,
         "faults": faults,
         "agents_lost": sorted(node.dead),
         "messages_duplicate": int(node.inbox.duplicates),
@@ -478,6 +490,69 @@ def comm_summary(node: PlantNode) -> dict[str, Any]:
             for e in node.remote_events
         ],
     }
+
+
+COORDINATION_COLUMNS = [
+    "interval",
+    "round",
+    "tie",
+    "parent",
+    "child",
+    "vm_parent_pu",
+    "vm_child_pu",
+    "p_parent_mw",
+    "p_child_mw",
+    "q_parent_mvar",
+    "q_child_mvar",
+    "residual_vm_pu",
+    "residual_p_mw",
+    "table",
+]
+"""columns of coordination.parquet: one row per control interval, coordination round and tie.
+``vm_parent_pu`` is the voltage the parent's decision of that round holds at the boundary bus,
+``vm_child_pu`` the one the child's decision assumed; ``p_child_mw``/``q_child_mvar`` the draw
+the child's decision predicts, ``p_parent_mw``/``q_parent_mvar`` the one the parent's assumed.
+The residuals are their absolute differences (the primal residual of the tie's boundary
+values); ``table`` is the value table the child sent in that round (JSON, value-table up-sweeps),
+else empty."""
+
+
+def coordination_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """``coordination.parquet`` from the agents' round records (:class:`~clustersim.broker.envelope.RoundRecord` fields
+    plus ``interval`` and ``controller``): the parent's and the child's side of each tie and
+    round side by side."""
+    by_key: dict[tuple[int, int, str], dict[str, Any]] = {}
+    for r in rows:
+        row = by_key.setdefault(
+            (r["interval"], r["round"], r["tie"]),
+            {c: None for c in COORDINATION_COLUMNS}
+            | {"interval": r["interval"], "round": r["round"], "tie": r["tie"], "table": ""},
+        )
+        side = r["role"]
+        row[side] = r["controller"]
+        row[f"vm_{side}_pu"] = r["vm_pu"]
+        row[f"p_{side}_mw"] = r["p_mw"]
+        row[f"q_{side}_mvar"] = r["q_mvar"]
+        if r.get("table"):
+            row["table"] = json.dumps(r["table"], sort_keys=True)
+    frame = pd.DataFrame([by_key[k] for k in sorted(by_key)], columns=COORDINATION_COLUMNS).astype(
+        {c: float for c in COORDINATION_COLUMNS[5:13]}
+    )
+    frame["residual_vm_pu"] = (frame.vm_parent_pu - frame.vm_child_pu).abs()
+    frame["residual_p_mw"] = (frame.p_parent_mw - frame.p_child_mw).abs()
+    return frame
+
+
+def final_residuals(frame: pd.DataFrame) -> dict[str, float | None]:
+    """``summary.json``'s primal residuals: per interval and tie, the residual of the last round
+    that has both sides, averaged over intervals and ties (None without rounds)."""
+    both = frame.dropna(subset=["residual_vm_pu"])
+    last = both.sort_values("round").groupby(["interval", "tie"]).tail(1)
+    out: dict[str, float | None] = {"primal_residual_vm_pu": None, "primal_residual_p_mw": None}
+    if len(last):
+        out["primal_residual_vm_pu"] = round(float(last.residual_vm_pu.mean()), 6)
+        out["primal_residual_p_mw"] = round(float(last.residual_p_mw.mean()), 6)
+    return out
 
 
 def _boundary_mismatch(ctl: Sequence[Mapping[str, Any]]) -> float | None:

@@ -41,14 +41,16 @@ def _summary(res) -> dict:
     return {k: v for k, v in s.items() if k not in WALL_CLOCK_KEYS}
 
 
-def test_same_numbers_on_memory_embedded_and_mosquitto(tmp_path, embedded_broker):
+@pytest.mark.parametrize("coordination", ["boundary", "value-table", "none"])
+def test_same_numbers_on_memory_embedded_and_mosquitto(tmp_path, embedded_broker, coordination):
+    mode = f"control.coordination={coordination}"
     runs = {
-        "memory": _run(tmp_path, "memory", "comm.transport=memory"),
-        "embedded": _run(tmp_path, "embedded", f"comm.broker={embedded_broker.url}"),
+        "memory": _run(tmp_path, "memory", "comm.transport=memory", mode),
+        "embedded": _run(tmp_path, "embedded", f"comm.broker={embedded_broker.url}", mode),
     }
     if mosquitto_path():
         with MosquittoBroker(workdir=tmp_path / "mosq") as mq:
-            runs["mosquitto"] = _run(tmp_path, "mosquitto", f"comm.broker={mq.url}")
+            runs["mosquitto"] = _run(tmp_path, "mosquitto", f"comm.broker={mq.url}", mode)
     ref = runs["memory"]
     assert ref.summary["messages_sent"] > 0 and ref.summary["faults"] == []
     assert ref.summary["latency_p50_ms"] is not None
@@ -59,8 +61,10 @@ def test_same_numbers_on_memory_embedded_and_mosquitto(tmp_path, embedded_broker
     for f in ("messages.parquet", "steps.parquet", "agent_steps.parquet", "control.parquet"):
         assert (ref.out_dir / f).is_file()
     msgs = pd.read_parquet(ref.out_dir / "messages.parquet")
-    assert set(msgs.kind) == {"meas", "setpoint", "boundary"}
+    rounds = set() if coordination == "none" else {"boundary"}
+    assert set(msgs.kind) == {"meas", "setpoint", *rounds}
     assert len(msgs) == ref.summary["messages_sent"]
+    assert ref.summary["coordination"] == coordination
     steps = pd.read_parquet(ref.out_dir / "steps.parquet")
     assert len(steps) == 4 and "messages_sent" in steps
 
@@ -101,7 +105,8 @@ def test_channel_faults_are_part_of_the_deterministic_summary(tmp_path):
     assert a.summary["reproducible"] is True and a.summary["clock"] == "virtual"
 
 
-def test_agent_without_measurement_keeps_the_protocol(tmp_path):
+@pytest.mark.parametrize("coordination", ["boundary", "value-table"])
+def test_agent_without_measurement_keeps_the_protocol(tmp_path, coordination):
     """C2 never gets a measurement (every plant → C2 message lost): it has nothing to decide
     on, but still sends its (empty) round messages, so its neighbours never wait out the
     watchdog; its devices go to the fallback after the agent timeout."""
@@ -109,6 +114,7 @@ def test_agent_without_measurement_keeps_the_protocol(tmp_path):
         tmp_path,
         "blind",
         "comm.transport=memory",
+        f"control.coordination={coordination}",
         "comm.agent_timeout_s=600",
         "comm.links=[{src='plant', dst='C2', loss={model='bernoulli', p=1.0}}]",
     )
@@ -124,6 +130,28 @@ def test_agent_without_measurement_keeps_the_protocol(tmp_path):
     msgs = pd.read_parquet(res.out_dir / "messages.parquet")
     from_c2 = msgs[(msgs.kind == "boundary") & (msgs.src == "C2")]
     assert len(from_c2) > 0  # its neighbours got its empty round messages
+
+
+def test_a_lost_value_table_falls_back_to_the_last_one(tmp_path):
+    """Every message C4 sends its parent C3 in [900 s, 2700 s) is lost (an outage of that link):
+    C3 decides in intervals 1 and 2 on C4's table of interval 0, and records its age; from
+    interval 3 on the tables come again. C4 still gets C3's announced voltages."""
+    res = _run(
+        tmp_path,
+        "outage",
+        "comm.transport=memory",
+        "control.coordination=value-table",
+        "comm.loss.p=0",
+        "comm.links=[{src='C4', dst='C3', outages=[{start_s=900, end_s=2700}]}]",
+    )
+    ctl = pd.read_parquet(res.out_dir / "control.parquet").sort_values("interval")
+    c3 = ctl[ctl.controller == "C3"]
+    assert [json.loads(a).get("C4") for a in c3.table_age] == [0, 1, 2, 0]
+    assert list(c3.rounds_completed) == [2, 0, 0, 2]  # no sweep complete without C4's table
+    c4 = ctl[ctl.controller == "C4"]
+    assert all(json.loads(u) for u in c4.boundary_used_vm_pu)
+    assert res.summary["table_age_max_intervals"] == 2
+    assert res.summary["faults"] == []
 
 
 def test_realtime_clock(tmp_path):
