@@ -535,6 +535,12 @@ def coordination_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         row[f"q_{side}_mvar"] = r["q_mvar"]
         if r.get("table"):
             row["table"] = json.dumps(r["table"], sort_keys=True)
+    sides: dict[tuple[int, str], dict[str, str]] = {}
+    for (n, _, tie), row in by_key.items():  # an up-sweep round has the child's side only
+        known = sides.setdefault((n, tie), {})
+        known.update({k: row[k] for k in ("parent", "child") if row[k] is not None})
+    for (n, _, tie), row in by_key.items():
+        row.update(sides[(n, tie)])
     frame = pd.DataFrame([by_key[k] for k in sorted(by_key)], columns=COORDINATION_COLUMNS).astype(
         {c: float for c in COORDINATION_COLUMNS[5:13]}
     )
