@@ -10,6 +10,7 @@ redraws every table-based figure of a run from its folder alone:
 | ``voltage_heatmap.png`` | ``timeseries.parquet`` (``time_s``, ``vm_pu.<bus>``) |
 | ``pareto_<controller>.png`` | ``pareto.parquet`` at the interval of the worst voltage in ``timeseries.parquet`` |
 | ``messages_timeline.png`` | ``messages.parquet`` |
+| ``coordination.png`` | ``coordination.parquet`` at the interval of the worst voltage in ``timeseries.parquet`` |
 | ``kpi_bars.png`` | ``summary.json`` |
 | ``partition.png`` | ``partition.json`` (drawn by :mod:`clustersim.results.partition` with the grid) |
 
@@ -39,6 +40,7 @@ __all__ = [
     "FIGURE_SOURCES",
     "PARETO_COLUMNS",
     "FigureInfo",
+    "coordination_rounds",
     "draw_run_figures",
     "figure_info",
     "kpi_bars",
@@ -77,6 +79,13 @@ FIGURE_SOURCES: dict[str, FigureInfo] = {
         "Every protocol message on its link (top) at its simulated send time, lost, late and "
         "rejected ones marked; one-way latency of the delivered ones (bottom).",
         ("messages.parquet",),
+    ),
+    "coordination.png": FigureInfo(
+        "Coordination rounds at the control interval with the worst voltage: per tie, the "
+        "boundary voltage the parent's decision holds and the one the child's assumed (top), "
+        "the draw the child predicts and the one the parent assumed (middle), and their "
+        "residuals (bottom, log scale).",
+        ("coordination.parquet", "timeseries.parquet"),
     ),
     "pareto_*.png": FigureInfo(
         "The controller's final population and Pareto front at the control interval with the "
@@ -286,6 +295,40 @@ def pareto_figures(
         )
         written.append(save_figure(fig, folder / f"pareto_{name}.png", 100))
     return written
+
+
+# ----------------------------------------------------------------------------- coordination
+def coordination_rounds(
+    path: Path, coordination: pd.DataFrame, interval: int, *, title: str = ""
+) -> Path | None:
+    """``coordination.png``: the boundary values of every tie over the coordination rounds of
+    control interval ``interval`` (rows of ``coordination.parquet``), and their residuals.
+    None when the interval has no round with both sides of a tie."""
+    rows = coordination[coordination["interval"] == interval].dropna(subset=["residual_vm_pu"])
+    if rows.empty:
+        return None
+    plt = pyplot()
+    fig, (a_v, a_p, a_r) = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    for k, (tie, g) in enumerate(rows.groupby("tie", sort=True)):
+        g = g.sort_values("round")
+        colour = f"C{k % 10}"
+        label = f"{g.parent.iloc[0]}→{g.child.iloc[0]} ({tie})"
+        a_v.plot(g["round"], g.vm_parent_pu, "-o", c=colour, label=f"{label} parent")
+        a_v.plot(g["round"], g.vm_child_pu, "--x", c=colour, label=f"{label} child")
+        a_p.plot(g["round"], g.p_child_mw, "-o", c=colour)
+        a_p.plot(g["round"], g.p_parent_mw, "--x", c=colour)
+        floor = 1e-7  # exact agreement drawn at the floor of the log axis
+        a_r.semilogy(g["round"], np.maximum(g.residual_vm_pu, floor), "-o", c=colour)
+        a_r.semilogy(g["round"], np.maximum(g.residual_p_mw, floor), ":s", c=colour)
+    a_v.set_ylabel("boundary voltage (p.u.)")
+    a_p.set_ylabel("tie draw P (MW)")
+    a_r.set_ylabel("residual (p.u. ○, MW □)")
+    a_r.set_xlabel("coordination round")
+    a_r.set_xticks(sorted(rows["round"].unique()))
+    a_v.legend(loc="best", fontsize=6, ncol=2)
+    a_p.set_title("solid: child's prediction, dashed: parent's assumption", fontsize=8)
+    fig.suptitle(f"{title}coordination at control step {interval}")
+    return save_figure(fig, path, 100)
 
 
 # ----------------------------------------------------------------------------- message timeline
@@ -550,6 +593,14 @@ def draw_run_figures(folder: Path) -> list[Path]:
                 plant_step_s=step_s,
                 title=title,
             )
+        coord = _read_parquet(folder / "coordination.parquet")
+        if coord is not None and not coord.empty:
+            n = worst_interval(
+                ts, interval_s=float(ctl.get("interval_s", 900)), plant_step_s=step_s
+            )
+            got = coordination_rounds(figs / "coordination.png", coord, n, title=title)
+            if got is not None:
+                written.append(got)
     messages = _read_parquet(folder / "messages.parquet")
     if messages is not None and not messages.empty:
         got = messages_timeline(figs / "messages_timeline.png", messages, title=title)

@@ -557,12 +557,28 @@ def _headline_cards(run: RunInfo) -> list[Card]:
     rounds = s.get("coordination_rounds_mean")
     if rounds is not None:
         cfg = run.scenario.get("control", {}).get("coordination_rounds")
+        how = s.get("coordination")
+        unit = "sweeps" if how == "value-table" else "rounds"
         cards.append(
             Card(
-                "coordination rounds",
+                f"coordination ({how})" if how else "coordination rounds",
                 fmt(rounds, 3),
                 "",
-                f"mean per interval, of {cfg}" if cfg is not None else "mean per interval",
+                f"{unit} completed, mean per interval, of {cfg}"
+                if cfg is not None
+                else "mean per interval",
+            )
+        )
+    residual = s.get("primal_residual_vm_pu")
+    if residual is not None:
+        age = s.get("table_age_max_intervals")
+        cards.append(
+            Card(
+                "boundary residual",
+                fmt(residual, 3),
+                "p.u.",
+                f"|V parent − V child| after the last round; P {fmt(s.get('primal_residual_p_mw'), 3)} MW"
+                + (f"; oldest table used: {age} interval(s)" if age is not None else ""),
             )
         )
     return cards

@@ -152,6 +152,20 @@ def test_a_lost_value_table_falls_back_to_the_last_one(tmp_path):
     assert all(json.loads(u) for u in c4.boundary_used_vm_pu)
     assert res.summary["table_age_max_intervals"] == 2
     assert res.summary["faults"] == []
+    # coordination.parquet: 4 ties × 4 rounds (2 sweeps) per interval; the children's tables
+    # go up in the odd rounds; in the even ones each child decides for the voltage its parent
+    # announced (no loss but the outage): no voltage residual
+    coord = pd.read_parquet(res.out_dir / "coordination.parquet")
+    assert len(coord) == 4 * 4 * 4 and set(coord["round"]) == {1, 2, 3, 4}
+    up, down = coord[coord["round"] % 2 == 1], coord[coord["round"] % 2 == 0]
+    assert (up.table != "").all() and (down.table == "").all()
+    assert (down.residual_vm_pu == 0).all() and res.summary["primal_residual_vm_pu"] == 0
+    assert set(zip(coord.parent, coord.child, strict=True)) == {
+        ("C1", "C2"),
+        ("C2", "C3"),
+        ("C3", "C4"),
+        ("C1", "C5"),
+    }
 
 
 def test_realtime_clock(tmp_path):
