@@ -37,12 +37,15 @@ from clustersim.agents.network import ClusterNetwork, assign_buses, model_net, r
 from clustersim.agents.optimizer import Optimizer, OptResult, choose
 from clustersim.agents.problem import (
     ACTIVE_KINDS,
+    BOUNDARY_KIND,
     REACTIVE_KINDS,
     CostSettings,
+    Coupling,
     Lever,
     ValueTable,
     VoltVarProblem,
     apply_levers,
+    boundary_lever,
     levers,
 )
 from clustersim.sim import resources
@@ -222,6 +225,8 @@ class Decision:
     p_in_mw: float = 0.0
     """predicted power entering the sub-network at its slack / upstream boundary bus, MW"""
     q_in_mvar: float = 0.0
+    vm_boundary_pu: float | None = None
+    """the upstream boundary voltage the decision chose (consensus ADMM's boundary lever)"""
 
 
 @dataclass
@@ -311,11 +316,16 @@ class Controller:
         initial: Sequence[np.ndarray] = (),
         generations: int | None = None,
         children: Sequence[tuple[int, ValueTable]] = (),
+        couplings: Sequence[tuple[int, float, float]] = (),
+        boundary_band_pu: tuple[float, float] | None = None,
     ) -> _Prepared:
         """Build this step's problem and optimizer (``vm_upstream_pu``: a neighbour-announced
         boundary voltage instead of the measured one; ``boundary_pq``: neighbour-announced draws
         of downstream tie branches, keyed ``(table, row)``; ``initial``: extra decisions for the
-        first population; ``children``: (downstream tie bus, the child's value table))."""
+        first population; ``children``: (downstream tie bus, the child's value table);
+        ``couplings``: consensus-ADMM terms (tie bus, target z̄ − u, ρ); ``boundary_band_pu``:
+        make the upstream boundary voltage a decision within these bounds, the last entry of
+        the decision vector)."""
         t0 = time.perf_counter()
         s = self.settings
         grid = self.grid
@@ -331,14 +341,22 @@ class Controller:
         fixed = [(lv, self._value(meas, lv)) for lv in self.fixed]
         xl, xu = self._bounds(meas, k0, k1)
         x_now = np.array([self._value(meas, lv) for lv in self.active])
+        active = list(self.active)
+        if boundary_band_pu is not None and not self.cluster.contains_slack:
+            lo, hi = boundary_band_pu
+            active.append(boundary_lever(lo, hi))
+            xl, xu = np.append(xl, lo), np.append(xu, hi)
+            assert self.cluster.upstream_bus is not None  # not the slack cluster
+            v = meas.vm_pu[self.cluster.full_col(self.cluster.upstream_bus)]
+            x_now = np.append(x_now, np.clip(v if np.isfinite(v) else 1.0, lo, hi))
         bias = None
         if s.correction_gain > 0:
             bias = self._bias(meas, vm_upstream_pu) * s.correction_gain
-        devs = [self._devices[lv.device.split(":")[0]] for lv in self.active]
+        devs = [self._devices.get(lv.device.split(":")[0]) for lv in active]
         problem = VoltVarProblem(
             self.cluster,
             base,
-            self.active,
+            active,
             fixed,
             xl=xl,
             xu=xu,
@@ -357,11 +375,13 @@ class Controller:
             vm_bias_pu=bias,
             penalty=s.optimizer == "moead",
             children=[(self.cluster.col_of_bus(bus), table) for bus, table in children],
+            couplings=[Coupling(self.cluster.col_of_bus(b), t, r) for b, t, r in couplings],
         )
         first = [x_now]
         if s.warm_start and self._previous is not None:
             first.append(self._previous)
         first.extend(np.asarray(x, dtype=float) for x in initial)
+        first = [x for x in first if len(x) == problem.n_var]  # a decision of another shape
         seed = int(np.random.SeedSequence([self.seed, interval]).generate_state(1)[0])
         if generations is None:
             generations = s.generations
@@ -418,7 +438,11 @@ class Controller:
             pf.vm_pu[0, self.cluster.objective_cols] + problem.vm_bias[self.cluster.objective_cols]
         )
         self._previous = res.x.copy() if len(res.x) else None
+        chosen_vm = None
+        if problem.active and problem.active[-1].kind == BOUNDARY_KIND:
+            chosen_vm = float(res.x[-1])
         return Decision(
+            vm_boundary_pu=chosen_vm,
             vm_subnet_pu=pf.vm_pu[0] + problem.vm_bias,
             p_in_mw=float(pf.p_slack_mw[0]),
             q_in_mvar=float(pf.q_slack_mvar[0]),

@@ -211,8 +211,8 @@ class ClusterNetwork:
         if self.upstream_bus is not None:
             c = int(self.pf.bus_index.get_loc(self.upstream_bus))
             p[:, c] = q[:, c] = sp[:, c] = sq[:, c] = 0.0
-            if meas is not None and np.isfinite(meas.vm_pu[self._full_col(self.upstream_bus)]):
-                vm[:] = meas.vm_pu[self._full_col(self.upstream_bus)]
+            if meas is not None and np.isfinite(meas.vm_pu[self.full_col(self.upstream_bus)]):
+                vm[:] = meas.vm_pu[self.full_col(self.upstream_bus)]
         if meas is not None or boundary_pq:
             for b in self.downstream:
                 if boundary_pq and (b.table, b.row) in boundary_pq:
@@ -230,7 +230,8 @@ class ClusterNetwork:
             p_mw=p, q_mvar=q, shunt_p_mw=sp, shunt_q_mvar=sq, tap_pos=tap, vm_ext_pu=vm
         )
 
-    def _full_col(self, bus: int) -> int:
+    def full_col(self, bus: int) -> int:
+        """Column of a bus of the sub-network in the full net's (measurement) order."""
         return int(self.full_cols[self.pf.bus_index.get_loc(bus)])
 
     def col_of_bus(self, bus: int) -> int:

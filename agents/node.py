@@ -45,6 +45,7 @@ from typing import Any, Literal
 import numpy as np
 import pandapower as pp
 
+from clustersim.agents.admm import TieState
 from clustersim.agents.control import Controller, Decision, _Prepared
 from clustersim.agents.network import assign_buses, boundary_flow, radial_tree
 from clustersim.agents.problem import ValueTable
@@ -252,9 +253,11 @@ class AgentSettings:
     rounds: int = 2
     """boundary rounds, or up/down sweeps of value tables, per interval"""
     round_generations: int = 5
-    coordination: Literal["boundary", "value-table"] = "boundary"
+    coordination: Literal["boundary", "value-table", "admm"] = "boundary"
     table_points: int = 9
-    table_band_pu: float = 0.05
+    boundary_band_pu: float = 0.05
+    admm_rho: float = 10.0
+    admm_tolerance_pu: float = 0.001
     compute: ComputeModel = field(default_factory=ComputeModel)
     watchdog_s: float = 30.0
     plant_step_s: float = 60.0
@@ -316,6 +319,10 @@ class AgentNode(Node):
         self.fingerprint = dict(fingerprint) if fingerprint is not None else None
         self.online_at_start = fingerprint is None  # else online once the start's scenario matches
         self._tables: dict[str, tuple[ValueTable, int]] = {}
+        self._admm: dict[str, TieState] = {}
+        """tie label → this side's ADMM state (carried from one interval to the next)"""
+        self._theirs: dict[str, float] = {}
+        """tie label → the other side's last copy of the boundary voltage"""
         """child cluster → (its last value table, the interval it came in)"""
         self.mismatch: list[str] = []
         """scenario keys whose values differ from the plant's (the agent then refused the run)"""
@@ -415,6 +422,8 @@ class AgentNode(Node):
         if meas is not None:
             if s.coordination == "value-table" and self.neighbours:
                 dec = await self._sweeps(meas, st)
+            elif s.coordination == "admm" and self.neighbours:
+                dec = await self._admm_rounds(meas, st)
             else:
                 dec = await self._boundary_rounds(meas, st)
             setpoints = dec.setpoints
@@ -500,6 +509,9 @@ class AgentNode(Node):
         pq: Mapping[tuple[str, int], tuple[float, float]],
         initial: Sequence[np.ndarray],
         children: Sequence[tuple[int, ValueTable]] = (),
+        *,
+        couplings: Sequence[tuple[int, float, float]] = (),
+        band: tuple[float, float] | None = None,
     ) -> tuple[_Prepared, float]:
         """Prepare and run this interval's optimization; returns it and its simulated duration
         (counted in ``st``'s compute time and evaluations by the caller through :meth:`_spent`)."""
@@ -513,6 +525,8 @@ class AgentNode(Node):
             initial=initial,
             generations=self.settings.round_generations if len(initial) else None,
             children=children,
+            couplings=couplings,
+            boundary_band_pu=band,
         )
         prep.optimizer.run()
         return prep, self._spent(st, prep, 0, time.perf_counter() - t_wall, solve=True)
@@ -603,7 +617,7 @@ class AgentNode(Node):
             sw.centre = float(meas.vm_pu[self.labels.index(pt.bus_label)])
             if not math.isfinite(sw.centre):
                 sw.centre = 1.0
-            sw.band = self.settings.table_band_pu
+            sw.band = self.settings.boundary_band_pu
         for sweep in range(1, self.settings.rounds + 1):
             st.attempted += 1
             complete = await self._up(meas, st, sw, 2 * sweep - 1)
@@ -728,6 +742,94 @@ class AgentNode(Node):
                     "q_mvar": dec.q_in_mvar,
                 }
             )
+
+    # length: the consensus-ADMM rounds of clustersim.agents.admm, steps 1-5 in order
+    async def _admm_rounds(self, meas: Measurement, st: _Interval) -> Decision:
+        """Consensus ADMM on the boundary voltages (:mod:`clustersim.agents.admm`): solve with
+        the coupling terms, then per round exchange the copies, update consensus, duals and
+        penalty, and re-optimize (warm-started) while a tie's primal residual is above the
+        tolerance and the deadline allows."""
+        s = self.settings
+        pt = self.parent_tie
+        ties = [(t, True) for t in self.children] + ([(pt, False)] if pt is not None else [])
+        for tie, _ in ties:
+            state = self._admm.setdefault(tie.label, TieState(rho=s.admm_rho))
+            vm = float(meas.vm_pu[self.labels.index(tie.bus_label)])
+            state.start(vm if math.isfinite(vm) else 1.0)
+        band = None
+        if pt is not None:
+            z = self._admm[pt.label].z
+            band = (z - s.boundary_band_pu, z + s.boundary_band_pu)
+        pq: dict[tuple[str, int], tuple[float, float]] = {}
+
+        def couplings() -> list[tuple[int, float, float]]:
+            return [(t.bus, self._admm[t.label].target(), self._admm[t.label].rho) for t, _ in ties]
+
+        prep, compute = self._solve(st, meas, None, pq, (), couplings=couplings(), band=band)
+        dec, c2 = self._finish(st, prep)
+        st.solves += 1
+        st.t = self._now(st.t + (compute + c2))
+        st.computed += compute + c2
+        st.vm_up = dec.vm_boundary_pu
+        for r in range(1, self._protocol_rounds() + 1):
+            st.attempted += 1
+            mine = {t.label: self._copy(dec, t, parent) for t, parent in ties}
+            for t, parent in ties:
+                if parent:
+                    await self._send_round(st, t.child, r, {"vm_pu": {t.bus_label: mine[t.label]}})
+                else:
+                    body = {
+                        "vm_pu": {t.bus_label: mine[t.label]},
+                        "p_mw": {t.label: dec.p_in_mw},
+                        "q_mvar": {t.label: dec.q_in_mvar},
+                    }
+                    await self._send_round(st, t.parent, r, body)
+            self._record_round(st, r, meas, dec, pq)
+            st.t_info = st.t
+            complete = True
+            for t, parent in ties:
+                got = await self._receive(st, t.child if parent else t.parent, r)
+                theirs = None if got is None else got.vm_pu.get(t.bus_label)
+                if theirs is None:
+                    complete = False
+                else:
+                    self._theirs[t.label] = float(theirs)
+                if parent and got is not None and t.label in got.p_mw:
+                    pq[(t.table, t.row)] = (
+                        float(got.p_mw[t.label]),
+                        float(got.q_mvar.get(t.label, 0.0)),
+                    )
+                state = self._admm[t.label]
+                state.update(mine[t.label], self._theirs.get(t.label, state.z))
+            st.completed += int(complete)
+            st.t = self._now(max(st.t, st.t_info))
+            if all(self._admm[t.label].r <= s.admm_tolerance_pu for t, _ in ties):
+                continue  # converged: no re-optimization, the messages still go out
+            if st.t >= st.deadline:
+                continue
+            new_prep, compute = self._solve(
+                st, meas, None, pq, [dec.result.x], couplings=couplings(), band=band
+            )
+            new, c2 = self._finish(st, new_prep)
+            compute += c2
+            st.computed += compute
+            if st.t + compute <= st.deadline:
+                dec = new
+                st.vm_up = dec.vm_boundary_pu
+                st.t = self._now(st.t + compute)
+                st.solves += 1
+            else:  # abandoned at the deadline: the previous decision stands
+                st.t = st.deadline
+                self.controller.remember(dec)
+        return dec
+
+    def _copy(self, dec: Decision, tie: Tie, parent: bool) -> float:
+        """This side's copy of ``tie``'s boundary voltage under ``dec``: the voltage it holds at
+        the tie bus (parent) or the one it chose to assume there (child)."""
+        if parent:
+            return float(dec.vm_subnet_pu[dec_col(self.controller, tie.bus)])
+        assert dec.vm_boundary_pu is not None  # a child's ADMM problem decides its boundary
+        return float(dec.vm_boundary_pu)
 
     def _child_draw(self, tie: Tie, meas: Measurement) -> tuple[float, float]:
         """The P/Q a child cluster's last table says it draws through ``tie`` at the tie bus's

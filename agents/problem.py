@@ -39,6 +39,11 @@ voltage ``V_b`` then folds the child in: ``f1 = max(f1, deviation(V_b))`` (``+``
 ``sumsq``), ``f2 += losses(V_b)``, ``f3 += cost(V_b)``, ``g1 = max(g1, violation(V_b))``, the
 table interpolated linearly between its voltages and held at its ends. The child's draw through
 the tie stays the constant P/Q the caller put into the operating point.
+
+Couplings (consensus ADMM on the tree of clusters, :mod:`clustersim.agents.admm`): a
+:class:`Coupling` adds ``(ρ/2)(y − z̄ + u)²`` to each of ``f1``, ``f2``, ``f3``, ``y`` being the
+candidate's copy of a tie's boundary voltage: the voltage it predicts at the tie bus (parent),
+or the upstream boundary voltage it assumes, a decision through :func:`boundary_lever` (child).
 """
 
 from __future__ import annotations
@@ -57,11 +62,14 @@ from clustersim.sim.powerflow import Injections
 
 __all__ = [
     "ACTIVE_KINDS",
+    "BOUNDARY_KIND",
     "REACTIVE_KINDS",
     "CostSettings",
+    "Coupling",
     "Lever",
     "ValueTable",
     "VoltVarProblem",
+    "boundary_lever",
     "levers",
 ]
 
@@ -70,6 +78,9 @@ ACTIVE_KINDS = frozenset({"dg", "ess", "exchange"})
 REACTIVE_KINDS = frozenset({"svc", "capacitor", "oltc", "regulator", "pv", "wind"})
 """device kinds a ``reactive-only`` controller may use (SVC, capacitors, taps, inverter q)"""
 _FAIL = 1e3
+BOUNDARY_KIND = "boundary"
+"""kind of the virtual lever that makes a cluster's upstream boundary voltage a decision
+(consensus ADMM, :func:`boundary_lever`): no device, never a setpoint"""
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,36 @@ class Lever:
     upper: float
     integer: bool
     active: bool
+
+
+def boundary_lever(lower_pu: float, upper_pu: float) -> Lever:
+    """A virtual lever that sets the sub-network's slack (upstream boundary) voltage, p.u.:
+    the child's own copy of the tie voltage in consensus ADMM."""
+    return Lever(
+        device="",
+        quantity="vm_pu",
+        kind=BOUNDARY_KIND,
+        target="vm_ext",
+        col=0,
+        coef=1.0,
+        offset=0.0,
+        lower=float(lower_pu),
+        upper=float(upper_pu),
+        integer=False,
+        active=True,
+    )
+
+
+@dataclass(frozen=True)
+class Coupling:
+    """One augmented-Lagrangian term of consensus ADMM on a tie's boundary voltage, in the
+    scaled form of [ADMM] §3.1.1: ``(ρ/2)·(y − target)²`` with ``target = z̄ − u`` (consensus
+    value minus scaled dual), ``y`` the candidate's own copy: the (bias-corrected) voltage of
+    sub-network bus column ``col`` — the tie bus for a parent, the slack bus for a child."""
+
+    col: int
+    target_pu: float
+    rho: float
 
 
 @dataclass(frozen=True)
@@ -290,6 +331,7 @@ class VoltVarProblem(Problem):
         vm_bias_pu: np.ndarray | None = None,
         penalty: bool = False,
         children: Iterable[tuple[int, ValueTable]] = (),
+        couplings: Iterable[Coupling] = (),
     ) -> None:
         self.cluster = cluster
         self.active = active
@@ -307,6 +349,8 @@ class VoltVarProblem(Problem):
         self.penalty = bool(penalty)
         self.children = list(children)
         """(sub-network bus column of the tie's bus, the child's table) per child (module doc)"""
+        self.couplings = list(couplings)
+        """consensus-ADMM terms added to every objective (module doc)"""
         self.integer_mask = np.array([lv.integer for lv in active], dtype=bool)
         nb = len(cluster.pf.bus_index)
         self.vm_bias = np.zeros(nb) if vm_bias_pu is None else np.asarray(vm_bias_pu, float)
@@ -366,6 +410,9 @@ class VoltVarProblem(Problem):
                 f3 = f3 + table.at(vb, "cost")
                 g1 = np.maximum(g1, table.at(vb, "violation_pu"))
         F = np.column_stack([f1, f2, f3])
+        for c in self.couplings:
+            y = res.vm_pu[:, c.col] + self.vm_bias[c.col]
+            F += (0.5 * c.rho * (y - c.target_pu) ** 2)[:, None]
         G = np.column_stack([g1, g2])
         bad = ~res.converged | ~np.isfinite(F).all(axis=1) | ~np.isfinite(G).all(axis=1)
         F[bad] = _FAIL
@@ -413,5 +460,6 @@ class VoltVarProblem(Problem):
         x = self.clip(x)[0]
         out: dict[str, dict[str, float]] = {}
         for lv, v in zip(self.active, x, strict=True):
-            out.setdefault(lv.device, {})[lv.quantity] = float(v)
+            if lv.kind != BOUNDARY_KIND:
+                out.setdefault(lv.device, {})[lv.quantity] = float(v)
         return out

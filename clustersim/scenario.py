@@ -131,19 +131,20 @@ class ControlConfig(_Table):
     tap_operation_cost: float = _non_negative(1.0, "currency per tap step", le=1e9)
     capacitor_switching_cost: float = _non_negative(0.5, "currency per switch", le=1e9)
     storage_cost_per_mwh: float = _non_negative(5.0, "storage wear", le=1e9)
-    coordination: Literal["none", "boundary", "value-table"] = Field(
+    coordination: Literal["none", "boundary", "value-table", "admm"] = Field(
         default="boundary",
         description="how cluster agents coordinate per interval: none = each decides on its "
         "measured boundary values alone; boundary = coordination_rounds exchanges of boundary "
         "voltage and tie P/Q with the neighbouring clusters, each followed by a re-optimization; "
         "value-table = coordination_rounds up/down sweeps of the cluster tree, children sending "
         "their parent their choice and its cost as a function of the boundary voltage, parents "
-        "sending back the boundary voltage they will hold",
+        "sending back the boundary voltage they will hold; admm = coordination_rounds rounds of "
+        "consensus ADMM on the boundary voltages",
     )
     coordination_rounds: int = _non_negative(
         2,
-        "exchanges (boundary) or up/down sweeps (value-table) with the neighbouring clusters "
-        "per interval",
+        "exchanges (boundary, admm) or up/down sweeps (value-table) with the neighbouring "
+        "clusters per interval",
         le=100,
     )
     table_points: int = Field(
@@ -152,13 +153,27 @@ class ControlConfig(_Table):
         le=33,
         description="coordination = value-table: boundary voltages per table",
     )
-    table_band_pu: float = Field(
+    boundary_band_pu: float = Field(
         default=0.05,
         gt=0,
         le=0.5,
-        description="coordination = value-table: a table spans the measured boundary voltage "
-        "± this (p.u.) in the first sweep, half of it around the announced voltage in each "
-        "further sweep",
+        description="value-table: a table spans the measured boundary voltage ± this (p.u.) in "
+        "the first sweep, half of it around the announced voltage in each further sweep; admm: "
+        "a child's copy of its boundary voltage stays within the measured one ± this",
+    )
+    admm_rho: float = Field(
+        default=10.0,
+        gt=0,
+        le=1e9,
+        description="coordination = admm: the penalty ρ of the first interval (residual "
+        "balancing adapts it, and it carries over to the next interval)",
+    )
+    admm_tolerance_pu: float = Field(
+        default=0.001,
+        gt=0,
+        le=1.0,
+        description="coordination = admm: an agent stops re-optimizing once the primal residual "
+        "|V parent − V child| of each of its ties is at most this (p.u.)",
     )
     round_generations: int = Field(
         default=5,

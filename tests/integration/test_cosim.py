@@ -41,7 +41,7 @@ def _summary(res) -> dict:
     return {k: v for k, v in s.items() if k not in WALL_CLOCK_KEYS}
 
 
-@pytest.mark.parametrize("coordination", ["boundary", "value-table", "none"])
+@pytest.mark.parametrize("coordination", ["boundary", "value-table", "admm", "none"])
 def test_same_numbers_on_memory_embedded_and_mosquitto(tmp_path, embedded_broker, coordination):
     mode = f"control.coordination={coordination}"
     runs = {
@@ -105,7 +105,7 @@ def test_channel_faults_are_part_of_the_deterministic_summary(tmp_path):
     assert a.summary["reproducible"] is True and a.summary["clock"] == "virtual"
 
 
-@pytest.mark.parametrize("coordination", ["boundary", "value-table"])
+@pytest.mark.parametrize("coordination", ["boundary", "value-table", "admm"])
 def test_agent_without_measurement_keeps_the_protocol(tmp_path, coordination):
     """C2 never gets a measurement (every plant → C2 message lost): it has nothing to decide
     on, but still sends its (empty) round messages, so its neighbours never wait out the

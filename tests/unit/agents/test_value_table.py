@@ -104,62 +104,16 @@ def test_the_slack_cluster_has_no_table(evening):
         ctls["C1"].value_table(prep, GRID)
 
 
-# ------------------------------------------------------------------ a two-cluster chain
-CHAIN_DEVICES = ("OLTC", "CB1", "CB2")
-CHAIN_CHILD = list(range(6, 18))
-"""ieee33 buses 7-18 (the main feeder's far end, with CB2) below the tie 6 → 7; the root holds
-the slack, the OLTC and CB1"""
-SUMSQ = ControlSettings(
-    pop_size=16,
-    generations=5,
-    patience=0,
-    compromise="weighted",
-    weights=(1.0, 0.0, 0.0),
-    voltage_objective="sumsq",
-)
-"""a criterion that decomposes over the tree: the sum of squared deviations, the voltage band as a
-constraint (feasible first), the weighted compromise on deviation alone"""
-
-
-@pytest.fixture(scope="module")
-def chain():
-    """ieee33 with only the OLTC and two capacitor banks, at 20:00 (interval 80): both
-    clusters' and the whole network's decisions are small enough to be enumerated."""
-    rs = load_preset("ieee33-ev")
-    rs = rs.model_copy(update={"devices": [d for d in rs.devices if d.name in CHAIN_DEVICES]})
-    plant = Plant(cases.load_case(rs.case), rs, profiles.synthetic(1, seed=3), plant_step_s=900)
-    plant.run(80)
-    root = [b for b in range(33) if b not in CHAIN_CHILD]
-    clusters = {"C1": root, "C2": CHAIN_CHILD}
-    ctls = {c.name: c for c in build_controllers(plant, "clustered", SUMSQ, clusters=clusters)}
-    (central,) = build_controllers(plant, "centralized", SUMSQ)
-    (tie,) = find_ties(plant.net, clusters)
-    return plant.measure(), ctls, central, tie
-
-
-def _joint(central, meas, setpoints):
-    """The whole network's objectives and constraints of the clusters' setpoints together."""
-    prep = central.prepare(80, meas)
-    x = np.array([setpoints[lv.device][lv.quantity] for lv in central.active])
-    F, G, _ = prep.problem.objectives(x[None, :])
-    return F[0], G[0]
-
-
 def test_value_tables_on_a_chain_reach_the_centralized_optimum(chain):
     """Up-sweep (the child's table at 17 voltages), the root's decision with the table folded
     in, down-sweep (the child decides for the voltage the root announces): the joint decision is
     the enumerated optimum of the whole network. Deciding each cluster on its own measured
     boundary misses it (the OLTC one tap too low)."""
-    meas, ctls, central, tie = chain
-    pc = central.prepare(80, meas)
-    X = pc.optimizer.candidates()
-    assert len(X) == 176 and pc.problem.n_var == 3  # enumerated, not sampled
-    assert [lv.device for lv in ctls["C2"].active] == ["CB2"]
-    F, G, _ = pc.problem.objectives(X)
-    feasible = np.maximum(G, 0).sum(axis=1) <= 0
-    best = F[feasible, 0].min()
-
-    c1, c2 = ctls["C1"], ctls["C2"]
+    meas, tie = chain.meas, chain.tie
+    best, enumerated = chain.optimum()
+    assert enumerated == 176  # the whole grid, not a sample
+    c1, c2 = chain.ctls["C1"], chain.ctls["C2"]
+    assert [lv.device for lv in c2.active] == ["CB2"]
     p2 = c2.prepare(80, meas)
     p2.optimizer.run()
     table, _ = c2.value_table(p2, 0.90 + 0.01 * np.arange(17))
@@ -171,11 +125,11 @@ def test_value_tables_on_a_chain_reach_the_centralized_optimum(chain):
     p1.optimizer.run()
     d1 = c1.finish(p1)
     d2 = c2.finish(p2, float(d1.vm_subnet_pu[c1.cluster.col_of_bus(tie.bus)]))
-    f, g = _joint(central, meas, {**d1.setpoints, **d2.setpoints})
+    f, g = chain.joint({**d1.setpoints, **d2.setpoints})
     assert np.all(g <= 0)
     assert f[0] == pytest.approx(best, rel=1e-9)
 
     alone = c1.prepare(80, meas)
     alone.optimizer.run()
-    f0, _ = _joint(central, meas, {**c1.finish(alone).setpoints, **c2.finish(p2).setpoints})
+    f0, _ = chain.joint({**c1.finish(alone).setpoints, **c2.finish(p2).setpoints})
     assert f0[0] > best * 1.05
