@@ -425,7 +425,7 @@ class Controller:
         vm_up = None
         if vm_upstream_pu is not None and not self.cluster.contains_slack:
             vm_up = np.array([float(vm_upstream_pu)])
-            X = prep.optimizer.candidates()
+            X = prep.optimizer.candidates(limit=self.settings.pop_size)
             F, G, _ = problem.objectives(X, np.repeat(vm_up, len(X)))
             s = self.settings
             k = choose(F, G, s.compromise, s.weights)
@@ -461,15 +461,16 @@ class Controller:
     ) -> tuple[ValueTable, np.ndarray]:
         """This cluster's :class:`~clustersim.agents.problem.ValueTable` over upstream boundary
         voltages ``vm_pu`` (increasing): the optimizer's final candidates evaluated at every
-        voltage in one batched power flow, and at each voltage the candidate the controller
-        would choose there (:func:`~clustersim.agents.optimizer.choose`, the compromise rule of
-        :meth:`finish`). Returns the table and those decisions (one row per voltage). The
+        voltage in one batched power flow (at most ``pop_size`` of them:
+        :meth:`~clustersim.agents.optimizer.Optimizer.candidates`), and at each voltage the
+        candidate the controller would choose there
+        (:func:`~clustersim.agents.optimizer.choose`, the compromise rule of :meth:`finish`). Returns the table and those decisions (one row per voltage). The
         evaluations count towards the problem's."""
         problem = prep.problem
         if self.cluster.contains_slack:
             raise ValueError(f"{self.name} holds the slack: it has no upstream boundary")
         grid = np.asarray(vm_pu, dtype=float)
-        X = prep.optimizer.candidates()
+        X = prep.optimizer.candidates(limit=self.settings.pop_size)
         n = len(X)
         F, G, res = problem.objectives(np.tile(X, (len(grid), 1)), np.repeat(grid, n))
         s = self.settings

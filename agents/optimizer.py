@@ -15,11 +15,14 @@ pymoo version, for the results' provenance.
 - Termination: ``generations`` at most; with ``patience > 0`` also when neither the least
   constraint violation nor any objective's best value has improved by more than ``tol``
   (relative) for ``patience`` generations — small and warm-started problems stop early.
-- Small problems — all-integer with at most ``ENUMERATE_LIMIT`` points, or one or two continuous
-  levers (on a 65- or 21-point grid) times a few integer ones (e.g. a cluster that holds one
-  inverter and a capacitor bank) — are solved by evaluating every grid point in one batched
-  call: in so small a space a genetic algorithm spends its time re-drawing duplicates (measured
-  40-80 ms per generation on one-lever clusters of ieee51-ga, against one 1-3 ms call).
+- Small problems — all-integer, or one or two continuous levers (on a 65- or 21-point grid)
+  times a few integer ones (e.g. a cluster that holds one inverter and a capacitor bank), with
+  at most ``ENUMERATE_LIMIT`` grid points and no more than the optimizer's own budget
+  (``pop_size × (generations + 1)`` evaluations) — are solved by evaluating every grid point in
+  one batched call: in so small a space a genetic algorithm spends its time re-drawing
+  duplicates (measured 40-80 ms per generation on one-lever clusters of ieee51-ga, against one
+  1-3 ms call), and the grid costs no more evaluations than the search would. The grid's
+  evaluation is its result: choosing again costs nothing.
 - MOEA/D in pymoo does not accept constraints: for it the problem adds ``1e3 × CV`` to every
   objective (``VoltVarProblem(penalty=True)``).
 - Cancellation: once :func:`cancel_solves` was called for an event loop, every
@@ -57,7 +60,7 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from pymoo.util.ref_dirs import get_reference_directions
 from pymoo.version import __version__ as PYMOO_VERSION
 
-from clustersim.agents.nsga2 import LeanNSGA2
+from clustersim.agents.nsga2 import LeanNSGA2, survival
 from clustersim.agents.problem import VoltVarProblem
 from clustersim.errors import ScenarioError
 
@@ -228,12 +231,16 @@ class Optimizer:
         self._best: np.ndarray | None = None
         self._stall = 0
         self._enum: np.ndarray | None = None
+        self._enum_fcv: tuple[np.ndarray, np.ndarray, int] | None = None
+        """objectives, constraint violations and compromise of the grid at its evaluation"""
+        self._enum_result: OptResult | None = None
         self._alg: Any = None
         self._lean: LeanNSGA2 | None = None
         if n == 0 or bool(np.all(problem.xu - problem.xl <= 0)):
             self._alg = None  # nothing to decide: every lever is pinned (or there is none)
             return
-        grid = search_grid(problem.xl, problem.xu, problem.integer_mask, ENUMERATE_LIMIT)
+        budget = min(ENUMERATE_LIMIT, pop_size * (self.generations + 1))
+        grid = search_grid(problem.xl, problem.xu, problem.integer_mask, budget)
         if grid is not None:  # a small search space: evaluate all of it in one batched call
             self._alg = None
             self._enum = grid
@@ -340,10 +347,19 @@ class Optimizer:
             pass
         return self.result()
 
-    def candidates(self) -> np.ndarray:
+    def candidates(self, limit: int | None = None) -> np.ndarray:
         """The decisions :meth:`result` chooses from: the whole grid of a grid-searched problem,
-        else the current population (the initial decision before the first generation)."""
+        else the current population (the initial decision before the first generation).
+        ``limit``: of a grid larger than this, once :meth:`result` has evaluated it, the
+        ``limit`` best grid points by NSGA-II survival (rank, then crowding; [NSGA2]), in grid
+        order: what a population of that size would hold, the compromise always among them."""
         if self._enum is not None:
+            if limit is not None and len(self._enum) > limit and self._enum_fcv is not None:
+                F, cv, best = self._enum_fcv
+                keep = survival(F, cv, limit, np.random.default_rng(0))[0]
+                if best not in keep:  # the compromise always stays (in place of the last)
+                    keep[-1] = best
+                return self._enum[np.sort(keep)]
             return self._enum
         pop = self._population()
         if pop is None:
@@ -387,6 +403,8 @@ class Optimizer:
     # ---------------------------------------------------------------- result
     def result(self) -> OptResult:
         """The compromise of the current front."""
+        if self._enum_result is not None:
+            return self._enum_result
         prob = self.problem
         pop_x = self._population()
         if self._enum is not None:
@@ -418,7 +436,7 @@ class Optimizer:
         feas = cv <= 1e-12
         front = _front(F, cv)
         best = front[compromise(F[front], self.compromise_rule, self.weights)]
-        return OptResult(
+        out = OptResult(
             x=prob.clip(X[best])[0],
             f=F[best],
             cv=float(cv[best]),
@@ -430,6 +448,10 @@ class Optimizer:
             generations=self._gen,
             feasible=bool(feas.any()),
         )
+        if self._enum is not None:
+            self._enum_fcv = (F, cv, int(best))
+            self._enum_result = out
+        return out
 
 
 def _front(F: np.ndarray, cv: np.ndarray) -> np.ndarray:

@@ -145,7 +145,7 @@ def test_enumeration_equals_brute_force(case, rule, weights):
     rows, front, best_x = _brute_force(points, one, rule, weights)
     calls = prob.n_calls
 
-    opt = Optimizer(prob, pop_size=8, generations=50, seed=3, compromise=rule, weights=weights)
+    opt = Optimizer(prob, pop_size=16, generations=64, seed=3, compromise=rule, weights=weights)
     res = opt.run()
     assert prob.n_calls - calls == 1  # one batched call for the whole grid
     assert res.generations == 1
@@ -167,7 +167,7 @@ def small_cluster_problem():
     plant.run(60)
     clusters = {"C1": [0, 1, 2, 3, 4, 18, 19, 20, 21], "C2": [5, *range(6, 18), *range(25, 33)]}
     clusters["C5"] = [22, 23, 24]
-    settings = ControlSettings(pop_size=16, generations=10, patience=0)
+    settings = ControlSettings(pop_size=16, generations=30, patience=0)
     ctl = build_controllers(plant, "reactive-only", settings, clusters=clusters, seed=1)
     c5 = next(c for c in ctl if c.name == "C5")
     prep = c5.prepare(61, plant.measure())
@@ -194,3 +194,41 @@ def test_small_cluster_problem_is_enumerated_like_brute_force(small_cluster_prob
     _assert_same_rows(res.front_f, [r[1] for r in front], atol=1e-9)
     _assert_same_rows(res.population_f, [r[1] for r in rows], atol=1e-9)
     np.testing.assert_allclose(res.x, best_x, rtol=0, atol=1e-12)
+
+
+def test_a_limited_candidate_set_of_a_grid_is_its_best_points():
+    """``candidates(limit)`` of an enumerated problem: ``limit`` grid points, the compromise
+    among them, the others at least as good (in Pareto rank among the feasible points) as every
+    grid point left out."""
+    xl, xu, integer, limit = CASES["continuous and integer"]
+    prob = ToyProblem(xl, xu, integer, limit=limit)
+    opt = Optimizer(prob, pop_size=8, generations=60, seed=1)
+    res = opt.run()
+    grid = opt.candidates()
+    some = opt.candidates(limit=8)
+    assert len(grid) > 8 and some.shape == (8, 2)
+    in_grid = {tuple(r) for r in grid}
+    assert all(tuple(r) in in_grid for r in some)
+    assert tuple(res.x) in {tuple(r) for r in some}
+    F, G, _ = prob.objectives(grid)
+    feasible = np.maximum(G, 0).sum(axis=1) <= 0
+    kept = np.array([tuple(r) in {tuple(s) for s in some} for r in grid])
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    rank = np.full(len(grid), len(grid))
+    for r, front in enumerate(NonDominatedSorting().do(F[feasible])):
+        rank[np.flatnonzero(feasible)[front]] = r
+    others = kept & np.array([tuple(r) != tuple(res.x) for r in grid])
+    assert rank[others].max() <= rank[~kept].min()
+
+
+def test_a_grid_larger_than_the_budget_is_searched():
+    """Enumeration costs the whole grid; a problem whose grid holds more points than its
+    optimizer would evaluate (``pop_size × (generations + 1)``) is searched instead."""
+    xl, xu, integer, limit = CASES["continuous and integer"]  # 65 × 6 = 390 points
+    prob = ToyProblem(xl, xu, integer, limit=limit)
+    assert len(Optimizer(prob, pop_size=8, generations=48).candidates()) == 390  # 392: grid
+    searched = Optimizer(prob, pop_size=8, generations=47, seed=1)  # 384 < 390: search
+    assert len(searched.candidates()) == 1  # the initial decision, before the first generation
+    res = searched.run()
+    assert res.evaluations <= 8 * 48 and res.generations > 1

@@ -41,7 +41,7 @@ def test_a_table_is_the_cluster_choosing_at_each_boundary_voltage(evening):
     c4 = ctls["C4"]
     prep = c4.prepare(68, meas)
     prep.optimizer.run()
-    X = prep.optimizer.candidates()
+    X = prep.optimizer.candidates(limit=SETTINGS.pop_size)
     table, chosen = c4.value_table(prep, GRID)
     assert len(X) > 1 and chosen.shape == (len(GRID), prep.problem.n_var)
     for k, v in enumerate(GRID):
