@@ -339,16 +339,7 @@ class Controller:
             boundary_pq=boundary_pq,
         )
         fixed = [(lv, self._value(meas, lv)) for lv in self.fixed]
-        xl, xu = self._bounds(meas, k0, k1)
-        x_now = np.array([self._value(meas, lv) for lv in self.active])
-        active = list(self.active)
-        if boundary_band_pu is not None and not self.cluster.contains_slack:
-            lo, hi = boundary_band_pu
-            active.append(boundary_lever(lo, hi))
-            xl, xu = np.append(xl, lo), np.append(xu, hi)
-            assert self.cluster.upstream_bus is not None  # not the slack cluster
-            v = meas.vm_pu[self.cluster.full_col(self.cluster.upstream_bus)]
-            x_now = np.append(x_now, np.clip(v if np.isfinite(v) else 1.0, lo, hi))
+        active, xl, xu, x_now = self._decisions(meas, k0, k1, boundary_band_pu)
         bias = None
         if s.correction_gain > 0:
             bias = self._bias(meas, vm_upstream_pu) * s.correction_gain
@@ -377,10 +368,25 @@ class Controller:
             children=[(self.cluster.col_of_bus(bus), table) for bus, table in children],
             couplings=[Coupling(self.cluster.col_of_bus(b), t, r) for b, t, r in couplings],
         )
-        first = [x_now]
+        opt = self._optimizer(problem, interval, [x_now, *initial], generations)
+        return _Prepared(problem=problem, optimizer=opt, interval=interval, t0=t0)
+
+    def _optimizer(
+        self,
+        problem: VoltVarProblem,
+        interval: int,
+        initial: Sequence[np.ndarray],
+        generations: int | None,
+    ) -> Optimizer:
+        """The optimizer of a step's problem: its first population seeded with ``initial[0]``
+        (the decision in force), the previous choice (warm start) and the rest of ``initial``;
+        its generations capped by ``evaluations_per_variable``; its seed from the controller's
+        and the interval's."""
+        s = self.settings
+        first = list(initial[:1])
         if s.warm_start and self._previous is not None:
             first.append(self._previous)
-        first.extend(np.asarray(x, dtype=float) for x in initial)
+        first.extend(np.asarray(x, dtype=float) for x in initial[1:])
         first = [x for x in first if len(x) == problem.n_var]  # a decision of another shape
         seed = int(np.random.SeedSequence([self.seed, interval]).generate_state(1)[0])
         if generations is None:
@@ -388,7 +394,7 @@ class Controller:
             if s.evaluations_per_variable > 0:
                 per_var = math.ceil(s.evaluations_per_variable * problem.n_var / s.pop_size)
                 generations = min(generations, max(1, per_var))
-        opt = Optimizer(
+        return Optimizer(
             problem,
             algorithm=s.optimizer,
             pop_size=s.pop_size,
@@ -399,7 +405,24 @@ class Controller:
             compromise=s.compromise,
             weights=s.weights,
         )
-        return _Prepared(problem=problem, optimizer=opt, interval=interval, t0=t0)
+
+    def _decisions(
+        self, meas: Measurement, k0: int, k1: int, band: tuple[float, float] | None
+    ) -> tuple[list[Lever], np.ndarray, np.ndarray, np.ndarray]:
+        """The step's levers, their bounds and their values in force; with ``band`` (and an
+        upstream boundary), the boundary voltage as a last, virtual lever within it, in force
+        at the measured voltage."""
+        xl, xu = self._bounds(meas, k0, k1)
+        x_now = np.array([self._value(meas, lv) for lv in self.active])
+        active = list(self.active)
+        if band is not None and not self.cluster.contains_slack:
+            lo, hi = band
+            active.append(boundary_lever(lo, hi))
+            xl, xu = np.append(xl, lo), np.append(xu, hi)
+            assert self.cluster.upstream_bus is not None  # not the slack cluster
+            v = meas.vm_pu[self.cluster.full_col(self.cluster.upstream_bus)]
+            x_now = np.append(x_now, np.clip(v if np.isfinite(v) else 1.0, lo, hi))
+        return active, xl, xu, x_now
 
     def _bias(self, meas: Measurement, vm_upstream_pu: float | None) -> np.ndarray:
         """Measured minus modelled voltage at the measured step, per sub-network bus, p.u. (the

@@ -132,7 +132,7 @@ class ControlConfig(_Table):
     capacitor_switching_cost: float = _non_negative(0.5, "currency per switch", le=1e9)
     storage_cost_per_mwh: float = _non_negative(5.0, "storage wear", le=1e9)
     coordination: Literal["none", "boundary", "value-table", "admm"] = Field(
-        default="boundary",
+        default="value-table",
         description="how cluster agents coordinate per interval: none = each decides on its "
         "measured boundary values alone; boundary = coordination_rounds exchanges of boundary "
         "voltage and tie P/Q with the neighbouring clusters, each followed by a re-optimization; "

@@ -554,6 +554,15 @@ def _headline_cards(run: RunInfo) -> list[Card]:
             "na" if ctl is None else "",
         )
     )
+    cards += _coordination_cards(run)
+    return cards
+
+
+def _coordination_cards(run: RunInfo) -> list[Card]:
+    """The coordination cards of a run: the mode and the rounds or sweeps completed, the
+    boundary residual after the last round and the oldest value table used."""
+    s = run.summary
+    cards: list[Card] = []
     rounds = s.get("coordination_rounds_mean")
     if rounds is not None:
         cfg = run.scenario.get("control", {}).get("coordination_rounds")

@@ -13,9 +13,12 @@
   the slowest agent per control step, summed); the voltage at that node over the day per
   method (its Fig. 6). A baseline partition with a disconnected cluster cannot be controlled
   cluster by cluster: the runner refuses it and the table says so; nothing is repaired.
-- ``delay-sweep`` — communication latency (mean 0/50/200/1000 ms) × message loss
-  (0/5/20 %) on ``ieee33-ev-clustered``, clustered against centralized control (one grid axis
-  ``control.mode``), with the sweep machinery (:mod:`clustersim.studies.sweep`).
+- ``delay-sweep`` — ``ieee33-ev-clustered`` in the evening peak (17:00–20:00), centralized
+  control and the clustered agents with each coordination mode (boundary rounds, value tables,
+  ADMM), one factor moved at a time away from the scenario's own channel and interval
+  (:data:`DELAY_FACTORS`: latency from 0.1 s to twice the 60 s deadline and a heavy-tailed one,
+  control interval 1/5/15 min, loss 0–30 % independent or in bursts), each point over three
+  seeds: the KPIs' mean and min–max per point, and where each protocol breaks down.
 
 Each writes ``OUT/<study>.csv`` and ``OUT/<study>.md`` (the table, also printed),
 ``OUT/figures/*.png`` drawn from the tables and run folders, ``OUT/runs/<label>/``,
@@ -37,11 +40,12 @@ import numpy as np
 import pandas as pd
 
 from clustersim.errors import ScenarioError
-from clustersim.fileio import write_json
+from clustersim.fileio import safe_label, write_json
 from clustersim.results.figures import pyplot, save_figure
 from clustersim.results.report import write_report
 from clustersim.results.tables import read_timeseries, write_captions, write_table
 from clustersim.runner import results_folder
+from clustersim.scenario import load_scenario
 from clustersim.studies.compare import (
     compare_captions,
     compare_figures,
@@ -51,8 +55,7 @@ from clustersim.studies.compare import (
     run_compare,
     with_run_id,
 )
-from clustersim.studies.jobs import Hooks, Job, Outcome, run_jobs
-from clustersim.studies.sweep import plan_sweep, sweep_runs
+from clustersim.studies.jobs import Hooks, Job, Outcome, repeat_seeds, run_jobs
 
 __all__ = ["DISCONNECTED", "STUDIES", "ReproduceResult", "reproduce", "run_status"]
 
@@ -370,59 +373,107 @@ def _job(out_dir: Path, label: str, scenario: str, overrides: list[str], seed: i
 
 # ------------------------------------------------------------------------ delay-sweep
 
-DELAY_GRID = {
-    "comm.latency.mean_ms": ["0", "50", "200", "1000"],
-    "comm.loss.p": ["0", "0.05", "0.2"],
-    "control.mode": ["clustered", "centralized"],
+DELAY_SCENARIO = "ieee33-ev-clustered"
+DELAY_WINDOW = ("run.start_h=17", "run.duration_h=3")
+"""the evening peak, when the far end of the feeder sags and control decides the voltage"""
+DELAY_WINDOW_QUICK = ("run.start_h=18",)
+"""with ``--quick``'s two hours: 18:00-20:00"""
+DELAY_PROTOCOLS: dict[str, tuple[str, ...]] = {
+    "centralized": ("control.mode=centralized",),
+    "boundary": ("control.coordination=boundary",),
+    "value-table": ("control.coordination=value-table",),
+    "admm": ("control.coordination=admm", "control.coordination_rounds=4"),
 }
-DELAY_GRID_QUICK = {
-    "comm.latency.mean_ms": ["0", "1000"],
-    "comm.loss.p": ["0.2"],
-    "control.mode": ["clustered", "centralized"],
-}
+"""the control protocols compared: the central agent, and the clustered agents with each
+coordination mode (ADMM with 4 rounds: it needs more than one exchange to move)"""
+DELAY_FACTORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("base", "base", ()),
+    ("latency", "0.1 s", ("comm.latency.mean_ms=100",)),
+    ("latency", "1 s", ("comm.latency.mean_ms=1000",)),
+    ("latency", "10 s", ("comm.latency.mean_ms=10000",)),
+    ("latency", "30 s", ("comm.latency.mean_ms=30000",)),
+    ("latency", "60 s", ("comm.latency.mean_ms=60000",)),
+    ("latency", "120 s", ("comm.latency.mean_ms=120000",)),
+    ("latency", "Pareto 10 s", ("comm.latency.dist=pareto", "comm.latency.mean_ms=10000")),
+    ("interval", "1 min", ("control.interval_s=60",)),
+    ("interval", "5 min", ("control.interval_s=300",)),
+    ("loss", "10 %", ("comm.loss.p=0.1",)),
+    ("loss", "30 %", ("comm.loss.p=0.3",)),
+    ("loss", "30 % bursts", ("comm.loss.model=gilbert", "comm.loss.p=0.3")),
+)
+"""one factor at a time around the base point, the scenario's own channel and interval
+(lognormal latency of mean 50 ms, σ 0.5; 1 % Bernoulli loss; 15 min interval, 60 s deadline):
+latency from 0.1 s to twice the deadline, and a heavy-tailed one (Pareto, α 1.5, mean 10 s);
+control interval; loss rate, independent or in bursts (Gilbert–Elliott, mean burst 4)"""
+DELAY_FACTORS_QUICK = ("base", "30 s", "30 % bursts")
+DELAY_SEEDS, DELAY_SEEDS_QUICK = 3, 2
 DELAY_KPIS = (
+    ("voltage_violation_bus_hours", "violation bus·h"),
     ("max_abs_voltage_deviation_pu", "max |V−1| p.u."),
     ("mean_abs_voltage_deviation_pu", "mean |V−1| p.u."),
-    ("voltage_violation_bus_hours", "violation bus·h"),
     ("energy_losses_mwh", "losses MWh"),
     ("messages_lost", "lost msgs"),
     ("messages_late", "late msgs"),
     ("coordination_rounds_mean", "rounds"),
     ("mean_age_of_information_s", "age of information s"),
-    ("boundary_mismatch_pu", "boundary mismatch p.u."),
+    ("primal_residual_vm_pu", "boundary residual p.u."),
 )
 
 
+def _delay_plan(out_dir: Path, a: StudyArgs) -> tuple[list[Job], list[dict[str, Any]]]:
+    """One job per protocol, factor level and seed, and each job's row keys."""
+    base = load_scenario(DELAY_SCENARIO, overrides=a.overrides, seed=a.seed)
+    seeds = repeat_seeds(base.run.seed, DELAY_SEEDS_QUICK if a.quick else DELAY_SEEDS)
+    window = DELAY_WINDOW_QUICK if a.quick else DELAY_WINDOW
+    factors = [f for f in DELAY_FACTORS if not a.quick or f[1] in DELAY_FACTORS_QUICK]
+    jobs, meta = [], []
+    for protocol, sets in DELAY_PROTOCOLS.items():
+        for factor, level, point in factors:
+            for r, seed in enumerate(seeds):
+                label = safe_label(f"{protocol}_{factor}_{level}_r{r}", 64)
+                over = [*window, *a.overrides, *sets, *point]
+                jobs.append(_job(out_dir, label, DELAY_SCENARIO, over, seed))
+                meta.append({"protocol": protocol, "factor": factor, "level": level, "seed": seed})
+    return jobs, meta
+
+
 def _delay_sweep(out_dir: Path, a: StudyArgs) -> ReproduceResult:
-    """Latency × loss × control mode on ieee33-ev-clustered (centralized by
-    ``control.mode=centralized``), one repeat per point."""
-    grid = DELAY_GRID_QUICK if a.quick else DELAY_GRID
-    specs = [f"{k}={','.join(v)}" for k, v in grid.items()]
-    plan = plan_sweep("ieee33-ev-clustered", specs, overrides=a.overrides, seed=a.seed)
-    res = sweep_runs(plan, out_dir, n_jobs=a.n_jobs, kpis=[k for k, _ in DELAY_KPIS], hooks=a.hooks)
-    frame = pd.read_parquet(out_dir / "sweep.parquet")
+    """Each control protocol on ieee33-ev-clustered in the evening peak, one channel or control
+    factor changed at a time around the base point, over several seeds: the KPIs' mean and
+    spread (min–max over seeds) per point (``delay-sweep.csv``; every run in
+    ``delay-sweep-runs.csv``)."""
+    jobs, meta = _delay_plan(out_dir, a)
+    outcomes = run_jobs(jobs, a.n_jobs, a.hooks)
+    runs = []
+    for o, m in zip(outcomes, meta, strict=True):
+        row: dict[str, Any] = {**m, "run_dir": f"runs/{o.job.label}", "error": o.error}
+        for key, _ in DELAY_KPIS:
+            v = (o.summary or {}).get(key)
+            row[key] = float(v) if isinstance(v, int | float) and o.ok else np.nan
+        runs.append(row)
+    per_run = pd.DataFrame(runs)
+    write_table(out_dir, "delay-sweep-runs", per_run, per_run, title="delay-sweep: every run")
     rows = []
-    for _p, g in frame.groupby("point", sort=True):
+    for (protocol, factor, level), g in per_run.groupby(
+        ["protocol", "factor", "level"], sort=False
+    ):
         ok = g["error"].isna()
-        row: dict[str, Any] = {
-            "mode": g["control.mode"].iloc[0],
-            "latency_mean_ms": float(g["comm.latency.mean_ms"].iloc[0]),
-            "loss_p": float(g["comm.loss.p"].iloc[0]),
-            "runs_ok": int(ok.sum()),
-            "runs": len(g),
-        }
-        for key, _title in DELAY_KPIS:
-            vals = pd.to_numeric(g.loc[ok, key], errors="coerce") if key in g else pd.Series([])
-            row[key] = float(vals.mean()) if vals.notna().any() else np.nan
+        row = {"protocol": protocol, "factor": factor, "level": level}
+        row |= {"runs_ok": int(ok.sum()), "runs": len(g)}
+        for key, _ in DELAY_KPIS:
+            vals = g.loc[ok, key].dropna()
+            row[key] = float(vals.mean()) if len(vals) else np.nan
+            row[f"{key}_min"] = float(vals.min()) if len(vals) else np.nan
+            row[f"{key}_max"] = float(vals.max()) if len(vals) else np.nan
         row["error"] = "; ".join(str(e) for e in g["error"].dropna()) or None
         rows.append(row)
-    table = pd.DataFrame(rows).sort_values(["mode", "latency_mean_ms", "loss_p"], kind="stable")
-    table = table.reset_index(drop=True)
-    shown = table[["mode", "latency_mean_ms", "loss_p"]].rename(
-        columns={"latency_mean_ms": "latency ms", "loss_p": "loss"}
-    )
+    table = pd.DataFrame(rows)
+    shown = table[["protocol", "factor", "level"]].copy()
     for key, title in DELAY_KPIS:
-        shown[title] = table[key]
+        shown[title] = [
+            _spread(m, lo, hi)
+            for m, lo, hi in zip(table[key], table[f"{key}_min"], table[f"{key}_max"], strict=True)
+        ]
     if table["error"].notna().any():
         shown["status"] = table["error"].fillna("ok")
     return ReproduceResult(
@@ -430,43 +481,57 @@ def _delay_sweep(out_dir: Path, a: StudyArgs) -> ReproduceResult:
         study="delay-sweep",
         frame=table,
         shown=shown,
-        figures=list(res.figures),
-        outcomes=res.outcomes,
-        details={"seed": plan.base_seed, "grid": {k: list(v) for k, v in grid.items()}},
+        outcomes=outcomes,
+        details={
+            "scenario": DELAY_SCENARIO,
+            "window": list(DELAY_WINDOW_QUICK if a.quick else DELAY_WINDOW),
+            "seeds": sorted({m["seed"] for m in meta}),
+            "protocols": {k: list(v) for k, v in DELAY_PROTOCOLS.items()},
+            "factors": [[f, lv, list(p)] for f, lv, p in DELAY_FACTORS],
+        },
     )
 
 
+def _spread(mean: float, lo: float, hi: float) -> str:
+    """``mean [min–max]`` of a KPI over seeds, in 3 significant digits."""
+    if not np.isfinite(mean):
+        return "–"
+    return f"{mean:.3g} [{lo:.3g}–{hi:.3g}]"
+
+
 def _delay_figures(out_dir: Path, result: ReproduceResult) -> list[Path]:
-    """From ``delay-sweep.csv``: max |V−1| and coordination rounds against mean latency, one
-    line per (mode, loss)."""
+    """From ``delay-sweep.csv``: per factor (latency, interval, loss), the violation and the
+    max |V−1| of every protocol at each level (the base point first), the seeds' mean with their
+    min–max as a bar."""
     table = pd.read_csv(out_dir / "delay-sweep.csv")
+    factors = [f for f in ("latency", "interval", "loss") if f in set(table["factor"])]
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, title in (
-        (axes[0], "max_abs_voltage_deviation_pu", "max |V−1| (p.u.)"),
-        (axes[1], "mean_age_of_information_s", "mean age of information (s)"),
-    ):
-        for (mode, loss), g in table.groupby(["mode", "loss_p"], sort=True):
-            g = g.sort_values("latency_mean_ms")
-            ax.plot(
-                g["latency_mean_ms"],
-                g[key],
-                marker="o" if mode == "clustered" else "s",
-                ls="-" if mode == "clustered" else "--",
-                label=f"{mode}, loss {loss:g}",
-            )
-        ax.set_xlabel("mean latency (ms)")
-        ax.set_ylabel(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("ieee33-ev: clustered vs centralized under latency and loss")
-    path = save_figure(fig, out_dir / "figures" / "delay-sweep_latency.png")
+    kpis = (
+        ("voltage_violation_bus_hours", "violation bus·h"),
+        ("max_abs_voltage_deviation_pu", "max |V−1| p.u."),
+    )
+    fig, axes = plt.subplots(len(kpis), len(factors), figsize=(5 * len(factors), 7), squeeze=False)
+    for col, factor in enumerate(factors):
+        for row, (key, title) in enumerate(kpis):
+            ax = axes[row][col]
+            for k, (protocol, g) in enumerate(table.groupby("protocol", sort=False)):
+                part = pd.concat([g[g["factor"] == "base"], g[g["factor"] == factor]])
+                x = np.arange(len(part)) + (k - 1.5) * 0.08
+                err = [part[key] - part[f"{key}_min"], part[f"{key}_max"] - part[key]]
+                ax.errorbar(x, part[key], yerr=err, marker="o", capsize=3, label=protocol)
+                ax.set_xticks(np.arange(len(part)), list(part["level"]), rotation=30, fontsize=8)
+            ax.set_ylabel(title)
+            ax.set_title(f"{factor}" if row == 0 else "")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("ieee33-ev, evening peak: control protocols against latency, interval and loss")
+    path = save_figure(fig, out_dir / "figures" / "delay-sweep.png")
     write_captions(
         out_dir,
         {
             path: (
-                "Max |V−1| and mean age of information against the mean one-way latency, one "
-                "line per control mode and loss rate.",
+                "Violation and max |V−1| per control protocol as one factor moves away from the "
+                "base point (first tick): mean over the seeds, min–max as the bar.",
                 ["delay-sweep.csv"],
             )
         },
@@ -491,7 +556,8 @@ STUDIES: dict[str, tuple[Study, Callable[[Path, ReproduceResult], list[Path]] | 
     "delay-sweep": (
         _delay_sweep,
         _delay_figures,
-        "latency × loss on ieee33-ev, clustered vs centralized",
+        "ieee33-ev evening peak: latency, control interval and loss one at a time, for "
+        "centralized control and each coordination mode, over seeds",
     ),
 }
 

@@ -141,6 +141,7 @@ def test_a_lost_value_table_falls_back_to_the_last_one(tmp_path):
         "outage",
         "comm.transport=memory",
         "control.coordination=value-table",
+        "control.coordination_rounds=2",
         "comm.loss.p=0",
         "comm.links=[{src='C4', dst='C3', outages=[{start_s=900, end_s=2700}]}]",
     )

@@ -325,32 +325,40 @@ def test_reproduce_unknown_study_is_one_line_exit_2(tmp_path):
 
 
 def test_reproduce_delay_sweep_quick(tmp_path):
+    """The quick study: every protocol at the base point, at 30 s latency and at 30 % burst
+    loss, two seeds each; one factor moved at a time, and the channel shows where it moved."""
     out = tmp_path / "rep"
     r = _cli("reproduce", "delay-sweep", "--quick", "--out", str(out), "-q", *_sets(*SHORT))
     assert r.exit_code == 0, r.stderr
-    assert "delay-sweep" in r.stdout and "centralized" in r.stdout
+    assert "delay-sweep" in r.stdout
     table = pd.read_csv(out / "delay-sweep.csv")
-    assert len(table) == 4
-    assert set(zip(table["mode"], table["latency_mean_ms"], strict=True)) == {
-        (m, lat) for m in ("clustered", "centralized") for lat in (0, 1000)
+    assert list(table["protocol"].unique()) == ["centralized", "boundary", "value-table", "admm"]
+    assert set(zip(table["factor"], table["level"], strict=True)) == {
+        ("base", "base"),
+        ("latency", "30 s"),
+        ("loss", "30 % bursts"),
     }
-    assert (table["runs_ok"] == 1).all() and table["error"].isna().all()
-    clustered = table[table["mode"] == "clustered"]
-    centralized = table[table["mode"] == "centralized"]
-    assert (clustered["coordination_rounds_mean"] > 0).all()
-    assert centralized["boundary_mismatch_pu"].isna().all()
-    # latency shows in the age of the information each decision used
-    for part in (clustered, centralized):
-        age = part.set_index("latency_mean_ms")["mean_age_of_information_s"]
-        assert age[1000] > age[0]
-    assert "| clustered |" in (out / "delay-sweep.md").read_text()
-    assert len(pd.read_parquet(out / "sweep.parquet")) == 4
+    assert len(table) == 12 and (table["runs_ok"] == 2).all() and table["error"].isna().all()
+    runs = pd.read_csv(out / "delay-sweep-runs.csv")
+    assert len(runs) == 24 and runs["seed"].nunique() == 2
+    for protocol, g in table.groupby("protocol"):
+        at = g.set_index("level")
+        assert at.loc["30 s", "messages_late"] > at.loc["base", "messages_late"], protocol
+        assert (
+            at.loc["30 s", "mean_age_of_information_s"]
+            > at.loc["base", "mean_age_of_information_s"]
+        )
+        assert at.loc["30 % bursts", "messages_lost"] > at.loc["base", "messages_lost"], protocol
+        assert (g["voltage_violation_bus_hours_min"] <= g["voltage_violation_bus_hours"]).all()
+        assert (g["voltage_violation_bus_hours"] <= g["voltage_violation_bus_hours_max"]).all()
+        residual = g["primal_residual_vm_pu"]
+        assert residual.isna().all() if protocol == "centralized" else residual.notna().all()
     meta = json.loads((out / "reproduce.json").read_text())
     assert meta["study"] == "delay-sweep" and meta["quick"] is True
     assert meta["overrides"][-len(SHORT) :] == SHORT  # the user's --set comes last and wins
-    assert _is_png(out / "figures" / "delay-sweep_latency.png")
-    assert _is_png(out / "figures" / "max_abs_voltage_deviation_pu.png")
-    assert "figures/delay-sweep_latency.png" in meta["figures"]
+    assert meta["window"] == ["run.start_h=18"] and len(meta["seeds"]) == 2
+    assert _is_png(out / "figures" / "delay-sweep.png")
+    assert "figures/delay-sweep.png" in meta["figures"]
 
 
 def test_disconnected_partition_row(tmp_path):
