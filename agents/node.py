@@ -13,12 +13,24 @@ whether it was lost and when it arrived:
    time model adds the solve's simulated duration (``fixed``: a constant per solve;
    ``per-evaluation``: a cost per candidate evaluated; ``measured``: the solve's wall time — the one
    non-deterministic option);
-3. coordination rounds ``r = 1..R`` with the neighbouring clusters over the tie branches of the
-   operating tree: the parent sends the voltage it predicts at the boundary bus, the child the
-   P/Q it predicts flowing into its cluster through the tie; each waits for the other's round-r
-   message, and if at least one arrived before the deadline it re-optimizes with the announced
-   values (warm-started from its last decision). A re-optimization that would end after the
-   deadline is abandoned at the deadline, the previous decision stands;
+3. coordination with the neighbouring clusters over the tie branches of the operating tree
+   (``settings.coordination``; a re-optimization that would end after the deadline is
+   abandoned at the deadline, the previous decision stands):
+
+   - ``boundary``: rounds ``r = 1..R``; the parent sends the voltage it predicts at the boundary
+     bus, the child the P/Q it predicts flowing into its cluster through the tie; each waits for
+     the other's round-r message, and if at least one arrived before the deadline it
+     re-optimizes with the announced values (warm-started from its last decision);
+   - ``value-table``: ``R`` sweeps of two rounds each. Up (round ``2s − 1``, leaves first): a
+     cluster waits for its children's tables (a lost or late one: the last it has, its age
+     recorded), optimizes with them folded in (the interval's solve in the first sweep, a
+     warm-started re-optimization after), and sends its parent its
+     :class:`~clustersim.agents.problem.ValueTable` over ``table_points`` voltages around the
+     measured boundary voltage (later sweeps: around the announced one, half as wide). Down
+     (round ``2s``): the root decides; each cluster waits for its parent's voltage (a lost or
+     late one: the measured voltage), decides for it among its candidates and sends each child
+     the voltage its decision holds at their tie;
+   - ``admm``: rounds of consensus ADMM on the tie voltages (:mod:`clustersim.agents.admm`);
 4. send the setpoint (always, "no change" included) with a :class:`DecisionInfo` (objectives,
    evaluations, compute time, age of information, rounds, its receipt records) that the
    simulator's records are made from; the plant acts only on the setpoints.
