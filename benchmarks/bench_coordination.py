@@ -54,7 +54,7 @@ def _run(scenario: str, method: str, mode: str, hours: float, seed: int, out: st
 
     overrides = [f"run.duration_h={hours}", "comm.transport=memory"]
     if scenario.endswith("-clustered"):
-        how, _, rounds = mode.partition("-")
+        how, rounds = mode.split("-") if mode.startswith("admm-") else (mode, "")
         overrides.append(f"control.coordination={how}")
         if rounds:
             overrides.append(f"control.coordination_rounds={rounds}")
