@@ -649,18 +649,17 @@ class AgentNode(Node):
         warm-started re-optimization after, abandoned at the deadline), send the parent this
         cluster's table around ``sw.centre``. Returns whether every child's table came."""
         st.t_info = st.t
-        complete = True
+        fresh = 0
         for tie in self.children:
             got = await self._receive(st, tie.child, r)
             if got is not None and got.table is not None:
                 self._tables[tie.child] = (table_from_body(got.table), st.n)
-            else:
-                complete = False
+                fresh += 1
         st.t = self._now(max(st.t, st.t_info))
         known = [t for t in self.children if t.child in self._tables]
         children = [(t.bus, self._tables[t.child][0]) for t in known]
-        pq = sw.draws = {(t.table, t.row): self._child_draw(t, meas) for t in known}
-        if sw.prep is None or (self.children and st.t < st.deadline):
+        pq = sw.draws = {(t.table, t.row): self._child_draw(t, meas, sw.dec) for t in known}
+        if sw.prep is None or (fresh and st.t < st.deadline):
             initial = [] if sw.dec is None else [sw.dec.result.x]
             new, compute = self._solve(st, meas, None, pq, initial, children)
             st.computed += compute
@@ -682,25 +681,27 @@ class AgentNode(Node):
             body = table_body(table)
             await self._send_round(st, pt.parent, r, {"table": body})
             st.rounds.append({"round": r, "tie": pt.label, "role": "child", "table": body})
-        return complete
+        return fresh == len(self.children)
 
     async def _down(self, meas: Measurement, st: _Interval, sw: _Sweep, r: int) -> bool:
-        """Round ``r``, down: take the boundary voltage the parent will hold (the measured one
-        if its message is lost or late), decide for it, send each child the voltage this
-        decision holds at its tie. The next sweep's table is centred on the announced voltage,
-        half as wide. Returns whether the parent's message came (true at the root)."""
+        """Round ``r``, down: take the boundary voltage the parent will hold (if its message is
+        lost or late: the one it announced in an earlier sweep of this interval, else the
+        measured one), decide for it, send each child the voltage this decision holds at its
+        tie. The next sweep's table is centred on the announced voltage, half as wide. Returns
+        whether the parent's message came (true at the root)."""
         pt = self.parent_tie
-        vm_up = None
+        came = pt is None
         if pt is not None:
             st.t_info = st.t
             got = await self._receive(st, pt.parent, r)
             v = None if got is None else got.vm_pu.get(pt.bus_label)
             if v is not None:
-                vm_up = st.vm_up = float(v)
-                sw.centre, sw.band = vm_up, sw.band / 2.0
+                came = True
+                st.vm_up = float(v)
+                sw.centre, sw.band = st.vm_up, sw.band / 2.0
             st.t = self._now(max(st.t, st.t_info))
         assert sw.prep is not None
-        dec, compute = self._finish(st, sw.prep, vm_up)
+        dec, compute = self._finish(st, sw.prep, st.vm_up)
         sw.dec = dec
         st.computed += compute
         st.t = self._now(st.t + compute)
@@ -708,7 +709,7 @@ class AgentNode(Node):
             vm = {tie.bus_label: float(dec.vm_subnet_pu[dec_col(self.controller, tie.bus)])}
             await self._send_round(st, tie.child, r, {"vm_pu": vm})
         self._record_round(st, r, meas, dec, sw.draws)
-        return pt is None or vm_up is not None
+        return came
 
     def _record_round(
         self,
@@ -843,11 +844,15 @@ class AgentNode(Node):
         assert dec.vm_boundary_pu is not None  # a child's ADMM problem decides its boundary
         return float(dec.vm_boundary_pu)
 
-    def _child_draw(self, tie: Tie, meas: Measurement) -> tuple[float, float]:
-        """The P/Q a child cluster's last table says it draws through ``tie`` at the tie bus's
-        measured voltage (the parent's power flow models the child as this constant load)."""
+    def _child_draw(self, tie: Tie, meas: Measurement, dec: Decision | None) -> tuple[float, float]:
+        """The P/Q a child cluster's last table says it draws through ``tie`` at the voltage
+        this cluster's decision ``dec`` holds at the tie bus (without one: the measured voltage);
+        the parent's power flow models the child as this constant load."""
         table = self._tables[tie.child][0]
-        v = float(meas.vm_pu[self.labels.index(tie.bus_label)])
+        if dec is not None:
+            v = float(dec.vm_subnet_pu[dec_col(self.controller, tie.bus)])
+        else:
+            v = float(meas.vm_pu[self.labels.index(tie.bus_label)])
         if not math.isfinite(v):
             v = float(np.mean(table.vm_pu))
         return float(table.at(v, "p_mw")), float(table.at(v, "q_mvar"))
