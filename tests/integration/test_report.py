@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from clustersim.cosim.plant_node import COORDINATION_COLUMNS
 from clustersim.errors import ClusterSimError
 from clustersim.results.figures import (
     PARETO_COLUMNS,
@@ -131,6 +132,14 @@ def test_run_folder_has_figures_from_its_tables_and_a_report(runs):
     np.testing.assert_allclose(chosen.loc[both].f_cost, ctl.loc[both].f_cost)
     # a row without a front: no solve that interval (its measurement was lost)
     assert (ctl.loc[ctl.index.difference(chosen.index)].evaluations == 0).all()
+    # value tables (the clustered default): both sides of every tie in coordination.parquet,
+    # its figure at the worst interval
+    assert "coordination.png" in figs
+    coord = pd.read_parquet(out / "coordination.parquet")
+    assert list(coord.columns) == COORDINATION_COLUMNS
+    down = coord[coord["round"] == 2]
+    assert len(down) == 4 * 4 and down.vm_parent_pu.notna().all()  # 4 ties, 4 intervals
+    assert (coord[coord["round"] == 1].table != "").all()
 
 
 def test_none_run_has_no_message_figures(runs):
@@ -177,6 +186,7 @@ def test_run_report_content(runs):
         assert word in body
     assert f"{summary['messages_lost']}" in body and summary["messages_lost"] > 0
     assert f"{summary['messages_sent']} sent" in body
+    assert "coordination (value-table)" in body and "boundary residual" in body
     # every figure's caption names the tables it is drawn from, and they are in the folder
     assert len(page.captions) == len(figs)
     for cap in page.captions:
