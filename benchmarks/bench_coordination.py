@@ -4,6 +4,7 @@ Run from the repository root::
 
     python benchmarks/bench_coordination.py [--hours 24] [--seed 1] [--jobs 2]
                                             [--cases ieee33-ev,ieee51-ga,ieee123-ev]
+                                            [--modes none,boundary,value-table,...]
 
 Per case: the centralized scenario, then the clustered one with ``[control] coordination`` =
 ``none``, ``boundary``, ``value-table`` and ``admm`` at 2, 4 and 8 rounds (each scenario's own
@@ -37,12 +38,12 @@ PARTITIONS = {"ieee33-ev": ("kmeans", "spectral")}
 """cases whose clustered runs are repeated with these partition methods (boundary, value-table)"""
 
 
-def _runs(cases: list[str]) -> list[tuple[str, str, str, str]]:
+def _runs(cases: list[str], modes: list[str]) -> list[tuple[str, str, str, str]]:
     """(case, scenario, partition method or "", coordination) of every run, in table order."""
     out = []
     for case in cases:
         out.append((case, f"{case}-centralized", "", "none"))
-        out.extend((case, f"{case}-clustered", "", m) for m in MODES)
+        out.extend((case, f"{case}-clustered", "", m) for m in modes)
         for method in PARTITIONS.get(case, ()):
             out.extend((case, f"{case}-clustered", method, m) for m in MODES[1:3])
     return out
@@ -84,8 +85,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--cases", default="ieee33-ev,ieee51-ga,ieee123-ev")
+    ap.add_argument("--modes", default=",".join(MODES), help="coordination modes, comma-separated")
     args = ap.parse_args()
-    runs = _runs(args.cases.split(","))
+    runs = _runs(args.cases.split(","), args.modes.split(","))
     t0 = time.perf_counter()
     print(
         f"{args.hours:g} h from midnight, seed {args.seed}; {os.cpu_count()} cores, "
