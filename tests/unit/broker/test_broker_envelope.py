@@ -28,6 +28,16 @@ from clustersim.broker.envelope import (
 from clustersim.errors import MessageError
 
 RUN = "r1"
+TABLE = {
+    "vm_pu": [0.95, 1.0, 1.05],
+    "violation_pu": [0.01, -0.02, -0.01],
+    "deviation_pu": [0.06, 0.03, 0.05],
+    "losses_mw": [0.02, 0.018, 0.017],
+    "cost": [3.0, 2.9, 2.8],
+    "p_mw": [0.8, 0.79, 0.78],
+    "q_mvar": [0.2, 0.19, 0.18],
+}
+"""a child's value table as a boundary message carries it"""
 BODIES = {
     "meas": {
         "step": 15,
@@ -229,6 +239,13 @@ def test_schema_violations_are_rejected(changes):
         ("meas", {"step": 1, "vm_pu": {"1": -0.1}}),
         ("meas", {"step": 1, "switching_today": {"oltc": -1}}),
         ("boundary", {"vm_pu": {"6": "1.0"}}),
+        ("boundary", {"table": {**TABLE, "cost": [1.0, 2.0]}}),  # a column too short
+        ("boundary", {"table": {**TABLE, "vm_pu": [0.97, 0.97, 1.0]}}),  # not increasing
+        ("boundary", {"table": {**TABLE, "vm_pu": [-0.1, 0.97, 1.0]}}),  # not a voltage
+        ("boundary", {"table": {**TABLE, "p_mw": [0.1, "0.2", 0.3]}}),
+        ("boundary", {"table": {k: v[:1] for k, v in TABLE.items()}}),  # one point is no table
+        ("boundary", {"table": {k: v * 12 for k, v in TABLE.items()}}),  # 36 points: too many
+        ("boundary", {"table": {**TABLE, "extra": [1, 2, 3]}}),
         ("clock", {"event": "tick"}),  # t_s missing
         ("status", {"state": "fault"}),  # fault without a reason
         ("status", {"state": "sleeping"}),
@@ -239,6 +256,13 @@ def test_schema_violations_are_rejected(changes):
 def test_body_schemas(kind, body):
     _, payload = wire(kind)
     assert reason_of(edit(payload, body=body)) == "schema"
+
+
+def test_a_value_table_crosses_the_wire():
+    t, payload = wire("boundary")
+    got = decode(edit(payload, body={"table": TABLE}), topic=t)
+    assert got.body.table is not None and list(got.body.table.vm_pu) == TABLE["vm_pu"]
+    assert not got.body.empty
 
 
 @pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e400"])
