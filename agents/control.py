@@ -50,7 +50,7 @@ from clustersim.agents.problem import (
 )
 from clustersim.sim import resources
 from clustersim.sim.plant import Measurement, Plant
-from clustersim.sim.powerflow import BatchedPowerFlow, Injections
+from clustersim.sim.powerflow import BatchedPowerFlow, BatchResult, Injections
 
 __all__ = [
     "CLUSTER_MODES",
@@ -58,6 +58,7 @@ __all__ = [
     "OPTIMIZING_MODES",
     "ControlSettings",
     "Controller",
+    "CouplingSpec",
     "Decision",
     "GridModel",
     "Mode",
@@ -227,6 +228,14 @@ class Decision:
     q_in_mvar: float = 0.0
     vm_boundary_pu: float | None = None
     """the upstream boundary voltage the decision chose (consensus ADMM's boundary lever)"""
+    tie_draws: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """per downstream tie (its label), the child's draw (MW, Mvar) the decision assumed, where it was a
+    decision (consensus ADMM's draw copies)"""
+
+
+CouplingSpec = tuple[Literal["vm", "p", "q"], str, int, float, float, float]
+"""a consensus-ADMM term as a caller states it: quantity, tie label, tie bus, target z̄ − u, ρ,
+and the scale of a P/Q copy (:class:`~clustersim.agents.problem.Coupling`)"""
 
 
 @dataclass
@@ -316,16 +325,19 @@ class Controller:
         initial: Sequence[np.ndarray] = (),
         generations: int | None = None,
         children: Sequence[tuple[int, ValueTable]] = (),
-        couplings: Sequence[tuple[int, float, float]] = (),
+        couplings: Sequence[CouplingSpec] = (),
         boundary_band_pu: tuple[float, float] | None = None,
+        draw_copies: Sequence[tuple[Lever, float]] = (),
     ) -> _Prepared:
         """Build this step's problem and optimizer (``vm_upstream_pu``: a neighbour-announced
         boundary voltage instead of the measured one; ``boundary_pq``: neighbour-announced draws
         of downstream tie branches, keyed ``(table, row)``; ``initial``: extra decisions for the
         first population; ``children``: (downstream tie bus, the child's value table);
-        ``couplings``: consensus-ADMM terms (tie bus, target z̄ − u, ρ); ``boundary_band_pu``:
-        make the upstream boundary voltage a decision within these bounds, the last entry of
-        the decision vector)."""
+        ``couplings``: consensus-ADMM terms (:data:`CouplingSpec`), a ``p``/``q`` term of a
+        downstream tie acting on that tie's ``draw_copies`` lever; ``boundary_band_pu``: make the upstream boundary voltage a decision within
+        these bounds; ``draw_copies``: virtual levers
+        (:func:`~clustersim.agents.problem.tie_draw_lever`) and their values in force, appended
+        last — the caller leaves those ties' draws out of ``boundary_pq``)."""
         t0 = time.perf_counter()
         s = self.settings
         grid = self.grid
@@ -340,6 +352,10 @@ class Controller:
         )
         fixed = [(lv, self._value(meas, lv)) for lv in self.fixed]
         active, xl, xu, x_now = self._decisions(meas, k0, k1, boundary_band_pu)
+        for lv, now in draw_copies:
+            active.append(lv)
+            xl, xu = np.append(xl, lv.lower), np.append(xu, lv.upper)
+            x_now = np.append(x_now, np.clip(now, lv.lower, lv.upper))
         bias = None
         if s.correction_gain > 0:
             bias = self._bias(meas, vm_upstream_pu) * s.correction_gain
@@ -366,10 +382,33 @@ class Controller:
             vm_bias_pu=bias,
             penalty=s.optimizer == "moead",
             children=[(self.cluster.col_of_bus(bus), table) for bus, table in children],
-            couplings=[Coupling(self.cluster.col_of_bus(b), t, r) for b, t, r in couplings],
+            couplings=[self._coupling(active, *c) for c in couplings],
         )
         opt = self._optimizer(problem, interval, [x_now, *initial], generations)
         return _Prepared(problem=problem, optimizer=opt, interval=interval, t0=t0)
+
+    def _coupling(
+        self,
+        active: Sequence[Lever],
+        quantity: Literal["vm", "p", "q"],
+        tie: str,
+        bus: int,
+        target: float,
+        rho: float,
+        scale: float = 1.0,
+    ) -> Coupling:
+        """A consensus-ADMM term on tie ``tie`` at bus ``bus`` (see :meth:`prepare`)."""
+        col = self.cluster.col_of_bus(bus)
+        if quantity == "vm":
+            return Coupling(col, target, rho)
+        lever = None
+        if bus != self.cluster.upstream_bus:
+            (lever,) = [
+                j
+                for j, lv in enumerate(active)
+                if lv.kind == BOUNDARY_KIND and lv.target == quantity and lv.device == tie
+            ]
+        return Coupling(col, target, rho, quantity, lever, scale)
 
     def _optimizer(
         self,
@@ -424,16 +463,27 @@ class Controller:
             x_now = np.append(x_now, np.clip(v if np.isfinite(v) else 1.0, lo, hi))
         return active, xl, xu, x_now
 
-    def _bias(self, meas: Measurement, vm_upstream_pu: float | None) -> np.ndarray:
-        """Measured minus modelled voltage at the measured step, per sub-network bus, p.u. (the
-        adaptive correction of [CVC] §3.2)."""
+    def _modelled(self, meas: Measurement, vm_upstream_pu: float | None = None) -> BatchResult:
+        """The sub-network's power flow at the measured step with the setpoints in force."""
         k = min(max(meas.step, 0), self.grid.n_steps - 1)
         inj = self.cluster.injections(
             self.grid.zero_injections(k, k + 1), meas, vm_slack_pu=vm_upstream_pu
         )
         all_lv = self.all_levers
         x = np.array([[self._value(meas, lv) for lv in all_lv]])
-        res = self.cluster.pf.solve(apply_levers(inj, all_lv, x))
+        return self.cluster.pf.solve(apply_levers(inj, all_lv, x))
+
+    def modelled_draw(self, meas: Measurement) -> tuple[float, float]:
+        """The power (MW, Mvar) the sub-network's model draws at its slack at the measured step
+        with the setpoints in force (a child's estimate of its tie's flow, which it does not
+        measure)."""
+        res = self._modelled(meas)
+        return float(res.p_slack_mw[0]), float(res.q_slack_mvar[0])
+
+    def _bias(self, meas: Measurement, vm_upstream_pu: float | None) -> np.ndarray:
+        """Measured minus modelled voltage at the measured step, per sub-network bus, p.u. (the
+        adaptive correction of [CVC] §3.2)."""
+        res = self._modelled(meas, vm_upstream_pu)
         measured = meas.vm_pu[self.cluster.full_cols]
         bias = measured - res.vm_pu[0]
         return np.where(np.isfinite(bias), bias, 0.0)
@@ -462,8 +512,15 @@ class Controller:
         )
         self._previous = res.x.copy() if len(res.x) else None
         chosen_vm = None
-        if problem.active and problem.active[-1].kind == BOUNDARY_KIND:
-            chosen_vm = float(res.x[-1])
+        draws: dict[str, list[float]] = {}
+        for j, lv in enumerate(problem.active):
+            if lv.kind != BOUNDARY_KIND:
+                continue
+            if lv.target == "vm_ext":
+                chosen_vm = float(res.x[j])
+            else:
+                pq = draws.setdefault(lv.device, [math.nan, math.nan])
+                pq[lv.target == "q"] = float(res.x[j])
         return Decision(
             vm_boundary_pu=chosen_vm,
             vm_subnet_pu=pf.vm_pu[0] + problem.vm_bias,
@@ -477,6 +534,7 @@ class Controller:
             n_var=problem.n_var,
             levers=[f"{lv.device}.{lv.quantity}" for lv in self.active],
             vm_pred_pu=vm_pred,
+            tie_draws={tie: (p, q) for tie, (p, q) in draws.items()},
         )
 
     def value_table(

@@ -26,6 +26,7 @@ fused into.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -83,6 +84,36 @@ def radial_tree(net: pp.pandapowerNet) -> _Tree:
             edge[int(v)] = (str(key[0]), int(key[1]))
             queue.append(v)
     return _Tree(parent=parent, edge=edge, depth=depth, slack=slack)
+
+
+def path_impedance_pu(
+    net: pp.pandapowerNet, bus: int, tree: _Tree | None = None
+) -> tuple[float, float]:
+    """Series resistance and reactance of the operating tree's path from the slack bus to
+    ``bus``, p.u. on the network's base power ``sn_mva``: lines by their per-km impedance, length
+    and parallel count over the base impedance at their from bus, transformers by
+    ``vkr_percent``/``vk_percent`` on their rating; bus-bus switches and other branches add
+    nothing. ``r·P + x·Q`` (P, Q in p.u.) is the linearized voltage drop a draw at ``bus`` causes
+    along the path (LinDistFlow, [DISTFLOW])."""
+    tree = tree or radial_tree(net)
+    r = x = 0.0
+    b = int(bus)
+    while b != tree.slack:
+        table, row = tree.edge[b]
+        if table == "line":
+            ln = net.line.loc[row]
+            z_base = float(net.bus.at[int(ln.from_bus), "vn_kv"]) ** 2 / float(net.sn_mva)
+            km = float(ln.length_km) / float(ln.parallel) / z_base
+            r += float(ln.r_ohm_per_km) * km
+            x += float(ln.x_ohm_per_km) * km
+        elif table == "trafo":
+            t = net.trafo.loc[row]
+            per = float(net.sn_mva) / float(t.sn_mva) / float(t.parallel) / 100.0
+            rt, zt = float(t.vkr_percent) * per, float(t.vk_percent) * per
+            r += rt
+            x += math.sqrt(max(zt**2 - rt**2, 0.0))
+        b = tree.parent[b]
+    return r, x
 
 
 @dataclass(frozen=True)

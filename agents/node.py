@@ -57,10 +57,15 @@ from typing import Any, Literal
 import numpy as np
 import pandapower as pp
 
-from clustersim.agents.admm import TieState
-from clustersim.agents.control import Controller, Decision, _Prepared
-from clustersim.agents.network import assign_buses, boundary_flow, radial_tree
-from clustersim.agents.problem import ValueTable
+from clustersim.agents.admm import ADMM_QUANTITIES, DRAW_BAND, DRAW_FLOOR_MVA, TieState
+from clustersim.agents.control import Controller, CouplingSpec, Decision, _Prepared
+from clustersim.agents.network import (
+    assign_buses,
+    boundary_flow,
+    path_impedance_pu,
+    radial_tree,
+)
+from clustersim.agents.problem import Lever, ValueTable, tie_draw_lever
 from clustersim.broker.auth import Keyring
 from clustersim.broker.channel import Channel
 from clustersim.broker.clock import RealtimeClock
@@ -119,11 +124,24 @@ class Tie:
     row: int
     bus: int
     bus_label: str
+    r_pu: float = 0.0
+    x_pu: float = 0.0
+    """series resistance and reactance from the slack bus to ``bus``, p.u. on the network's
+    base power (:func:`~clustersim.agents.network.path_impedance_pu`)"""
+    sn_mva: float = 1.0
+    """the network's base power"""
 
     @property
     def label(self) -> str:
         """``table:row`` of the tie branch."""
         return f"{self.table}:{self.row}"
+
+    @property
+    def scales(self) -> tuple[float, float, float]:
+        """What one unit of the tie's voltage (p.u.), draw P (MW) and Q (Mvar) is worth in
+        voltage at ``bus``, p.u.: 1, ``r_pu/sn_mva``, ``x_pu/sn_mva`` (the linearized drop
+        r·P + x·Q of [DISTFLOW]); consensus ADMM compares the copies in these units."""
+        return 1.0, self.r_pu / self.sn_mva, self.x_pu / self.sn_mva
 
 
 def find_ties(net: pp.pandapowerNet, clusters: Mapping[str, Sequence[int]]) -> list[Tie]:
@@ -137,7 +155,10 @@ def find_ties(net: pp.pandapowerNet, clusters: Mapping[str, Sequence[int]]) -> l
         if a is None or b is None or a == b:
             continue
         table, row = tree.edge[child_bus]
-        ties.append(Tie(a, b, table, int(row), int(parent_bus), _label(net, parent_bus)))
+        r, x = path_impedance_pu(net, parent_bus, tree)
+        label = _label(net, parent_bus)
+        sn = float(net.sn_mva)
+        ties.append(Tie(a, b, table, int(row), int(parent_bus), label, r, x, sn))
     return ties
 
 
@@ -331,11 +352,11 @@ class AgentNode(Node):
         self.fingerprint = dict(fingerprint) if fingerprint is not None else None
         self.online_at_start = fingerprint is None  # else online once the start's scenario matches
         self._tables: dict[str, tuple[ValueTable, int]] = {}
-        self._admm: dict[str, TieState] = {}
-        """tie label → this side's ADMM state (carried from one interval to the next)"""
-        self._theirs: dict[str, float] = {}
-        """tie label → the other side's last copy of the boundary voltage"""
         """child cluster → (its last value table, the interval it came in)"""
+        self._admm: dict[tuple[str, str], TieState] = {}
+        """(tie label, quantity) → this side's ADMM state (carried from one interval to the next)"""
+        self._theirs: dict[tuple[str, str], float] = {}
+        """(tie label, quantity) → the other side's last copy (in :attr:`Tie.scales` units)"""
         self.mismatch: list[str] = []
         """scenario keys whose values differ from the plant's (the agent then refused the run)"""
         self.lost_plant = False
@@ -522,8 +543,9 @@ class AgentNode(Node):
         initial: Sequence[np.ndarray],
         children: Sequence[tuple[int, ValueTable]] = (),
         *,
-        couplings: Sequence[tuple[int, float, float]] = (),
+        couplings: Sequence[CouplingSpec] = (),
         band: tuple[float, float] | None = None,
+        draws: Sequence[tuple[Lever, float]] = (),
     ) -> tuple[_Prepared, float]:
         """Prepare and run this interval's optimization; returns it and its simulated duration
         (counted in ``st``'s compute time and evaluations by the caller through :meth:`_spent`)."""
@@ -539,6 +561,7 @@ class AgentNode(Node):
             children=children,
             couplings=couplings,
             boundary_band_pu=band,
+            draw_copies=draws,
         )
         prep.optimizer.run()
         return prep, self._spent(st, prep, 0, time.perf_counter() - t_wall, solve=True)
@@ -758,27 +781,48 @@ class AgentNode(Node):
 
     # length: the consensus-ADMM rounds of clustersim.agents.admm, steps 1-5 in order
     async def _admm_rounds(self, meas: Measurement, st: _Interval) -> Decision:
-        """Consensus ADMM on the boundary voltages (:mod:`clustersim.agents.admm`): solve with
-        the coupling terms, then per round exchange the copies, update consensus, duals and
-        penalty, and re-optimize (warm-started) while a tie's primal residual is above the
-        tolerance and the deadline allows."""
+        """Consensus ADMM on the ties' boundary voltages and draws
+        (:mod:`clustersim.agents.admm`): solve with the coupling terms, then per round exchange
+        the copies, update consensus, duals and penalty, and re-optimize (warm-started) while a
+        tie's primal residual is above the tolerance and the deadline allows."""
         s = self.settings
+        c = self.controller
         pt = self.parent_tie
         ties = [(t, True) for t in self.children] + ([(pt, False)] if pt is not None else [])
-        for tie, _ in ties:
-            state = self._admm.setdefault(tie.label, TieState(rho=s.admm_rho))
-            vm = float(meas.vm_pu[self.labels.index(tie.bus_label)])
-            state.start(vm if math.isfinite(vm) else 1.0)
+        start = self._admm_start(meas, ties)
         band = None
         if pt is not None:
-            z = self._admm[pt.label].z
+            z = self._admm[(pt.label, "vm")].z
             band = (z - s.boundary_band_pu, z + s.boundary_band_pu)
-        pq: dict[tuple[str, int], tuple[float, float]] = {}
+        # a parent's copies of its children's draws are decisions: their loads leave the base
+        pq = {(t.table, t.row): (0.0, 0.0) for t in self.children}
+        draws = []
+        for t in self.children:
+            z_p, z_q = start[t.label]
+            half = DRAW_BAND * max(math.hypot(z_p, z_q), DRAW_FLOOR_MVA)
+            col = c.cluster.col_of_bus(t.bus)
+            draws += [
+                (tie_draw_lever(t.label, col, "p", z_p - half, z_p + half), z_p),
+                (tie_draw_lever(t.label, col, "q", z_q - half, z_q + half), z_q),
+            ]
 
-        def couplings() -> list[tuple[int, float, float]]:
-            return [(t.bus, self._admm[t.label].target(), self._admm[t.label].rho) for t, _ in ties]
+        def couplings() -> list[CouplingSpec]:
+            return [
+                (
+                    q,
+                    t.label,
+                    t.bus,
+                    self._admm[(t.label, q)].target(),
+                    self._admm[(t.label, q)].rho,
+                    k,
+                )
+                for t, _ in ties
+                for q, k in zip(ADMM_QUANTITIES, t.scales, strict=True)
+            ]
 
-        prep, compute = self._solve(st, meas, None, pq, (), couplings=couplings(), band=band)
+        prep, compute = self._solve(
+            st, meas, None, pq, (), couplings=couplings(), band=band, draws=draws
+        )
         dec, c2 = self._finish(st, prep)
         st.solves += 1
         st.t = self._now(st.t + (compute + c2))
@@ -786,42 +830,41 @@ class AgentNode(Node):
         st.vm_up = dec.vm_boundary_pu
         for r in range(1, self._protocol_rounds() + 1):
             st.attempted += 1
-            mine = {t.label: self._copy(dec, t, parent) for t, parent in ties}
+            mine = {t.label: self._copies(dec, t, parent) for t, parent in ties}
             for t, parent in ties:
-                if parent:
-                    await self._send_round(st, t.child, r, {"vm_pu": {t.bus_label: mine[t.label]}})
-                else:
-                    body = {
-                        "vm_pu": {t.bus_label: mine[t.label]},
-                        "p_mw": {t.label: dec.p_in_mw},
-                        "q_mvar": {t.label: dec.q_in_mvar},
-                    }
-                    await self._send_round(st, t.parent, r, body)
-            self._record_round(st, r, meas, dec, pq)
+                v, p, q = mine[t.label]
+                body = {"vm_pu": {t.bus_label: v}, "p_mw": {t.label: p}, "q_mvar": {t.label: q}}
+                await self._send_round(st, t.child if parent else t.parent, r, body)
+            self._record_round(st, r, meas, dec, self._assumed_draws(dec))
             st.t_info = st.t
             complete = True
             for t, parent in ties:
                 got = await self._receive(st, t.child if parent else t.parent, r)
-                theirs = None if got is None else got.vm_pu.get(t.bus_label)
-                if theirs is None:
-                    complete = False
-                else:
-                    self._theirs[t.label] = float(theirs)
-                if parent and got is not None and t.label in got.p_mw:
-                    pq[(t.table, t.row)] = (
-                        float(got.p_mw[t.label]),
-                        float(got.q_mvar.get(t.label, 0.0)),
+                theirs = (
+                    (None, None, None)
+                    if got is None
+                    else (
+                        got.vm_pu.get(t.bus_label),
+                        got.p_mw.get(t.label),
+                        got.q_mvar.get(t.label),
                     )
-                state = self._admm[t.label]
-                state.update(mine[t.label], self._theirs.get(t.label, state.z))
+                )
+                complete &= all(x is not None for x in theirs)
+                for qty, k, m, th in zip(
+                    ADMM_QUANTITIES, t.scales, mine[t.label], theirs, strict=True
+                ):
+                    state = self._admm[(t.label, qty)]
+                    if th is not None:
+                        self._theirs[(t.label, qty)] = float(th) * k
+                    state.update(m * k, self._theirs.get((t.label, qty), state.z))
             st.completed += int(complete)
             st.t = self._now(max(st.t, st.t_info))
-            if all(self._admm[t.label].r <= s.admm_tolerance_pu for t, _ in ties):
+            if all(x.r <= s.admm_tolerance_pu for k, x in self._admm.items() if k[0] in mine):
                 continue  # converged: no re-optimization, the messages still go out
             if st.t >= st.deadline:
                 continue
             new_prep, compute = self._solve(
-                st, meas, None, pq, [dec.result.x], couplings=couplings(), band=band
+                st, meas, None, pq, [dec.result.x], couplings=couplings(), band=band, draws=draws
             )
             new, c2 = self._finish(st, new_prep)
             compute += c2
@@ -836,13 +879,45 @@ class AgentNode(Node):
                 self.controller.remember(dec)
         return dec
 
-    def _copy(self, dec: Decision, tie: Tie, parent: bool) -> float:
-        """This side's copy of ``tie``'s boundary voltage under ``dec``: the voltage it holds at
-        the tie bus (parent) or the one it chose to assume there (child)."""
+    def _admm_start(
+        self, meas: Measurement, ties: Sequence[tuple[Tie, bool]]
+    ) -> dict[str, tuple[float, float]]:
+        """Start every tie's ADMM states for this interval (:meth:`TieState.start`): the
+        voltage's at the measured tie voltage, the draw's (in :attr:`Tie.scales` units) at this
+        side's estimate of the tie's flow — measured by a parent, modelled by a child. Returns
+        the draw estimates (MW, Mvar) per tie."""
+        c = self.controller
+        out = {}
+        for tie, parent in ties:
+            vm = float(meas.vm_pu[self.labels.index(tie.bus_label)])
+            if parent:
+                (b,) = [b for b in c.cluster.downstream if (b.table, b.row) == (tie.table, tie.row)]
+                out[tie.label] = boundary_flow(meas, b)
+            else:
+                out[tie.label] = c.modelled_draw(meas)
+            values = (vm if math.isfinite(vm) else 1.0, *out[tie.label])
+            for q, v, k in zip(ADMM_QUANTITIES, values, tie.scales, strict=True):
+                self._admm.setdefault((tie.label, q), TieState(rho=self.settings.admm_rho))
+                self._admm[(tie.label, q)].start(v * k)
+        return out
+
+    def _copies(self, dec: Decision, tie: Tie, parent: bool) -> tuple[float, float, float]:
+        """This side's copies of ``tie``'s voltage (p.u.) and draw (MW, Mvar) under ``dec``: the
+        voltage it holds at the tie bus and the draw it assumes there (parent), or the
+        voltage it chose to assume and the draw it predicts (child)."""
         if parent:
-            return float(dec.vm_subnet_pu[dec_col(self.controller, tie.bus)])
+            p, q = dec.tie_draws[tie.label]
+            return float(dec.vm_subnet_pu[dec_col(self.controller, tie.bus)]), p, q
         assert dec.vm_boundary_pu is not None  # a child's ADMM problem decides its boundary
-        return float(dec.vm_boundary_pu)
+        return float(dec.vm_boundary_pu), dec.p_in_mw, dec.q_in_mvar
+
+    def _assumed_draws(self, dec: Decision) -> dict[tuple[str, int], tuple[float, float]]:
+        """The children's draws ``dec`` assumed, keyed ``(table, row)`` of their ties."""
+        return {
+            (t.table, t.row): dec.tie_draws[t.label]
+            for t in self.children
+            if t.label in dec.tie_draws
+        }
 
     def _child_draw(self, tie: Tie, meas: Measurement, dec: Decision | None) -> tuple[float, float]:
         """The P/Q a child cluster's last table says it draws through ``tie`` at the voltage

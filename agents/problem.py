@@ -42,8 +42,11 @@ the tie stays the constant P/Q the caller put into the operating point.
 
 Couplings (consensus ADMM on the tree of clusters, :mod:`clustersim.agents.admm`): a
 :class:`Coupling` adds ``(ρ/2)(y − z̄ + u)²`` to each of ``f1``, ``f2``, ``f3``, ``y`` being the
-candidate's copy of a tie's boundary voltage: the voltage it predicts at the tie bus (parent),
-or the upstream boundary voltage it assumes, a decision through :func:`boundary_lever` (child).
+candidate's copy of one of a tie's coupling quantities. Of the boundary voltage: the voltage it
+predicts at the tie bus (parent), or the upstream boundary voltage it assumes, a decision through
+:func:`boundary_lever` (child). Of the tie's P or Q (times a scale, in voltage units): the draw
+it assumes the child takes, a decision through :func:`tie_draw_lever` (parent), or the draw its
+power flow predicts at its slack (child).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ __all__ = [
     "VoltVarProblem",
     "boundary_lever",
     "levers",
+    "tie_draw_lever",
 ]
 
 ACTIVE_KINDS = frozenset({"dg", "ess", "exchange"})
@@ -123,16 +127,55 @@ def boundary_lever(lower_pu: float, upper_pu: float) -> Lever:
     )
 
 
+def tie_draw_lever(
+    tie: str, col: int, quantity: Literal["p", "q"], lower: float, upper: float
+) -> Lever:
+    """A virtual lever that sets the draw (MW or Mvar, load convention) of downstream tie ``tie``
+    (its label, kept as the lever's ``device``) at sub-network bus column ``col``: a parent's own
+    copy of its child's P or Q in consensus ADMM."""
+    return Lever(
+        device=tie,
+        quantity="p_mw" if quantity == "p" else "q_mvar",
+        kind=BOUNDARY_KIND,
+        target=quantity,
+        col=int(col),
+        coef=-1.0,
+        offset=0.0,
+        lower=float(lower),
+        upper=float(upper),
+        integer=False,
+        active=True,
+    )
+
+
 @dataclass(frozen=True)
 class Coupling:
-    """One augmented-Lagrangian term of consensus ADMM on a tie's boundary voltage, in the
-    scaled form of [ADMM] §3.1.1: ``(ρ/2)·(y − target)²`` with ``target = z̄ − u`` (consensus
-    value minus scaled dual), ``y`` the candidate's own copy: the (bias-corrected) voltage of
-    sub-network bus column ``col`` — the tie bus for a parent, the slack bus for a child."""
+    """One augmented-Lagrangian term of consensus ADMM on a tie, in the scaled form of [ADMM]
+    §3.1.1: ``(ρ/2)·(y − target)²`` with ``target = z̄ − u`` (consensus value minus scaled dual),
+    ``y`` the candidate's own copy of the tie's ``quantity``:
+
+    - ``"vm"``: the (bias-corrected) voltage of sub-network bus column ``col`` — the tie bus for a
+      parent, the slack bus for a child;
+    - ``"p"``/``"q"`` with ``lever`` set (parent): decision variable ``lever``, the draw it assumes;
+    - ``"p"``/``"q"`` without ``lever`` (child): the power its flow predicts entering at the slack.
+
+    A P (Q) copy is the draw in MW (Mvar) times ``scale``, the unit its ``target`` is in."""
 
     col: int
     target_pu: float
     rho: float
+    quantity: Literal["vm", "p", "q"] = "vm"
+    lever: int | None = None
+    scale: float = 1.0
+
+    def copy(self, X: np.ndarray, res: Any, vm_bias: np.ndarray) -> np.ndarray:
+        """This side's copy for each candidate (row of ``X``, power-flow result ``res``)."""
+        if self.quantity == "vm":
+            return np.asarray(res.vm_pu[:, self.col] + vm_bias[self.col])
+        if self.lever is not None:
+            return X[:, self.lever] * self.scale
+        flow = res.p_slack_mw if self.quantity == "p" else res.q_slack_mvar
+        return np.asarray(flow) * self.scale
 
 
 @dataclass(frozen=True)
@@ -411,7 +454,7 @@ class VoltVarProblem(Problem):
                 g1 = np.maximum(g1, table.at(vb, "violation_pu"))
         F = np.column_stack([f1, f2, f3])
         for c in self.couplings:
-            y = res.vm_pu[:, c.col] + self.vm_bias[c.col]
+            y = c.copy(X, res, self.vm_bias)
             F += (0.5 * c.rho * (y - c.target_pu) ** 2)[:, None]
         G = np.column_stack([g1, g2])
         bad = ~res.converged | ~np.isfinite(F).all(axis=1) | ~np.isfinite(G).all(axis=1)
