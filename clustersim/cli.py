@@ -40,6 +40,8 @@ app = typer.Typer(
     no_args_is_help=False,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain (click) help: flags read as flags, and it fits 80 columns
+    rich_markup_mode=None,
 )
 # piped output (files, CI logs) gets a wide console instead of rich's 80-column default
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -55,6 +57,31 @@ _OverwriteOpt = Annotated[
         "--overwrite", help="replace the contents of --out when it is a non-empty results folder"
     ),
 ]
+
+
+def _set_option(help_: str) -> Any:
+    """A repeatable ``--set TABLE.KEY=VALUE`` scenario override."""
+    return typer.Option("--set", metavar="TABLE.KEY=VALUE", help=help_)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from clustersim import __version__
+
+        console.print(f"clustersim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Co-simulator for distributed cluster volt/var control of distribution networks."""
 
 
 def _fail(exc: Exception) -> NoReturn:
@@ -168,7 +195,7 @@ def run(
     seed: Annotated[int | None, typer.Option(help="seed (overrides run.seed)")] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="override a scenario key: table.key=value (repeatable)"),
+        _set_option("override a scenario key (repeatable)"),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     broker: Annotated[
@@ -463,9 +490,7 @@ def broker(
 def acl(
     scenario: Annotated[str, typer.Argument(help="scenario TOML path or built-in name")],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for the files")],
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override a scenario key (repeatable)")
-    ] = None,
+    set_: Annotated[list[str] | None, _set_option("override a scenario key (repeatable)")] = None,
 ) -> None:
     """Write Mosquitto password and ACL files (each agent may publish only its own topics and
     only the plant may publish measurements) and the nodes' message keys (keys.toml)."""
@@ -490,9 +515,7 @@ def plant(
     broker: Annotated[str, typer.Option(help="mqtt://[user:pass@]host:port")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="results folder")] = None,
     seed: Annotated[int | None, typer.Option(help="seed (overrides run.seed)")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override a scenario key (repeatable)")
-    ] = None,
+    set_: Annotated[list[str] | None, _set_option("override a scenario key (repeatable)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     keys: _KeysOpt = None,
     overwrite: _OverwriteOpt = False,
@@ -520,9 +543,7 @@ def agent(
     cluster: Annotated[str, typer.Option("--cluster", "-k", help="agent name: C1.., central")],
     broker: Annotated[str, typer.Option(help="mqtt://[user:pass@]host:port")],
     seed: Annotated[int | None, typer.Option(help="seed (overrides run.seed)")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override a scenario key (repeatable)")
-    ] = None,
+    set_: Annotated[list[str] | None, _set_option("override a scenario key (repeatable)")] = None,
     keys: _KeysOpt = None,
     run_id: Annotated[
         str | None,
@@ -547,9 +568,7 @@ def agent(
 
 _SetOpt = Annotated[
     list[str] | None,
-    typer.Option(
-        "--set", help="override a scenario key of every run: table.key=value (repeatable)"
-    ),
+    _set_option("override a scenario key of every run (repeatable)"),
 ]
 _JobsOpt = Annotated[
     int, typer.Option("--jobs", "-j", min=1, help="runs at a time, each in its own process")
@@ -688,7 +707,8 @@ def sweep(
         typer.Option(
             "--grid",
             "-g",
-            help="grid axis key.path=v1,v2,... (repeatable; values parsed like --set values)",
+            metavar="TABLE.KEY=V1,V2,...",
+            help="grid axis (repeatable; values parsed like --set values)",
         ),
     ],
     repeats: Annotated[
@@ -699,7 +719,9 @@ def sweep(
     set_: _SetOpt = None,
     kpi: Annotated[
         list[str] | None,
-        typer.Option("--kpi", help="summary.json KPI to draw (repeatable; default: headline)"),
+        typer.Option(
+            "--kpi", metavar="KPI", help="summary.json KPI to draw (repeatable; default: headline)"
+        ),
     ] = None,
     jobs: _JobsOpt = 1,
     quiet: _QuietOpt = False,
@@ -710,7 +732,9 @@ def sweep(
     from clustersim.studies.jobs import default_out
     from clustersim.studies.sweep import plan_sweep, run_sweep
 
-    plan = plan_sweep(scenario, grid, repeats=repeats, overrides=set_ or [], seed=seed)
+    plan = plan_sweep(
+        scenario, grid, repeats=repeats, overrides=set_ or [], seed=seed, kpis=kpi or ()
+    )
     out = out or default_out("sweep", plan.name)
     with _results_in(out):
         with _experiment_bar(quiet, jobs == 1) as hooks:

@@ -20,6 +20,7 @@ from clustersim.fileio import atomic_write, write_json
 __all__ = [
     "HEADLINE_KPIS",
     "MESSAGE_COLUMNS",
+    "SUMMARY_KPIS",
     "WALL_CLOCK_COLUMNS",
     "WALL_CLOCK_KEYS",
     "fmt_cell",
@@ -68,6 +69,54 @@ WALL_CLOCK_COLUMNS = {
 }
 """table columns that depend on the wall clock: measured solve times, and the payload sizes of
 setpoints, which carry those times"""
+
+SUMMARY_KPIS: tuple[str, ...] = (
+    "agents_online_wall_s",
+    "boundary_mismatch_pu",
+    "capacitor_switching",
+    "control_critical_path_s",
+    "control_steps",
+    "control_wall_time_s",
+    "controllers",
+    "coordination_rounds_mean",
+    "duration_h",
+    "energy_cost",
+    "energy_import_mwh",
+    "energy_losses_mwh",
+    "evaluations",
+    "generations_mean",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "max_abs_voltage_deviation_at_worst_bus_pu",
+    "max_abs_voltage_deviation_pu",
+    "max_line_loading_percent",
+    "max_vm_pu",
+    "mean_abs_voltage_deviation_at_worst_bus_pu",
+    "mean_abs_voltage_deviation_pu",
+    "mean_age_of_information_s",
+    "messages_duplicate",
+    "messages_late",
+    "messages_lost",
+    "messages_rejected",
+    "messages_sent",
+    "min_vm_pu",
+    "plant_step_s",
+    "powerflow_failures",
+    "primal_residual_p_mw",
+    "primal_residual_vm_pu",
+    "run_loop_wall_time_s",
+    "seed",
+    "setpoints_rejected",
+    "start_h",
+    "steps",
+    "switching_operations",
+    "table_age_max_intervals",
+    "table_age_mean_intervals",
+    "tap_operations",
+    "voltage_violation_bus_hours",
+    "wall_time_s",
+)
+"""the numeric entries of summary.json: the KPIs a sweep can draw"""
 
 HEADLINE_KPIS: dict[str, str] = {
     "voltage_violation_bus_hours": "violation bus·h",

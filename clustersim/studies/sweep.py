@@ -46,7 +46,13 @@ from clustersim.errors import ScenarioError
 from clustersim.fileio import atomic_write, safe_label, write_json
 from clustersim.results.figures import pyplot, save_figure
 from clustersim.results.report import write_report
-from clustersim.results.tables import HEADLINE_KPIS, markdown_table, scalar_kpis, write_captions
+from clustersim.results.tables import (
+    HEADLINE_KPIS,
+    SUMMARY_KPIS,
+    markdown_table,
+    scalar_kpis,
+    write_captions,
+)
 from clustersim.runner import results_folder
 from clustersim.scenario import Scenario, load_scenario, parse_value
 from clustersim.studies.jobs import Hooks, Job, Outcome, repeat_seeds, run_jobs
@@ -246,12 +252,18 @@ def plan_sweep(
     repeats: int = 1,
     overrides: Sequence[str] = (),
     seed: int | None = None,
+    kpis: Sequence[str] = (),
 ) -> SweepPlan:
     """Parse and check everything before a run starts: the grid syntax, every key against the
-    scenario schema, and every point's scenario (a value out of range is refused here, naming
-    the point, not hours into the sweep)."""
+    scenario schema, the KPIs to draw against :data:`SUMMARY_KPIS`, and every point's scenario
+    (a value out of range is refused here, naming the point, not hours into the sweep)."""
     if repeats < 1:
         raise ScenarioError("must be at least 1", source="--repeats")
+    unknown = [k for k in kpis if k not in SUMMARY_KPIS]
+    if unknown:
+        raise ScenarioError(
+            f"unknown KPI {unknown[0]!r}; the KPIs are: {', '.join(SUMMARY_KPIS)}", source="--kpi"
+        )
     grid = parse_grid(grid_specs)
     for key in grid:
         check_key(key)

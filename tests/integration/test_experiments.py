@@ -241,6 +241,24 @@ def test_sweep_bad_grid_is_one_line_exit_2(tmp_path, grid, needle):
     assert not (tmp_path / "o").exists()  # nothing ran
 
 
+def test_sweep_unknown_kpi_is_refused_before_running(tmp_path):
+    """``--kpi`` with a name that is not a summary.json KPI: one line listing the valid ones,
+    exit 2, nothing run."""
+    r = _cli(
+        "sweep",
+        "ieee33-ev-none",
+        "--grid",
+        "comm.loss.p=0,0.1",
+        "--kpi",
+        "violation",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    line = _one_error_line(r)
+    assert "--kpi: unknown KPI 'violation'" in line and "voltage_violation_bus_hours" in line
+    assert r.exit_code == 2 and not (tmp_path / "o").exists()
+
+
 def test_parse_grid_and_check_key():
     got = parse_grid(
         [

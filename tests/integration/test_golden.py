@@ -176,3 +176,21 @@ def test_case1197_clustered_over_the_embedded_broker_equals_the_memory_run(tmp_p
     mqtt = _run(name, tmp_path / "mqtt" / name, transport="mqtt")
     _assert_golden(mqtt, memory, exact=True)
     _assert_golden(mqtt, GOLDEN / name)
+
+
+def test_summary_kpis_are_the_numeric_keys_of_the_summaries():
+    """``SUMMARY_KPIS`` (what ``sweep --kpi`` accepts) lists every numeric key of every built-in
+    scenario's summary and nothing else (the wall-clock keys, which the goldens leave out,
+    aside)."""
+    from clustersim.results.tables import SUMMARY_KPIS, WALL_CLOCK_KEYS
+
+    numeric: set[str] = set()
+    for path in GOLDEN.glob("*/summary.json"):
+        summary = json.loads(path.read_text())
+        numeric |= {
+            k
+            for k, v in summary.items()
+            if v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+        }
+    assert numeric and numeric <= set(SUMMARY_KPIS)
+    assert set(SUMMARY_KPIS) - numeric <= set(WALL_CLOCK_KEYS)

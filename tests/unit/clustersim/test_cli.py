@@ -46,3 +46,25 @@ def test_an_interrupt_silences_the_coroutine_it_cut_off():
         gc.collect()
     assert not [w for w in seen if "never awaited" in str(w.message)]
     assert interrupts.exit_code == 130
+
+
+def test_version_prints_the_package_version():
+    from typer.testing import CliRunner
+
+    from clustersim import __version__
+
+    r = CliRunner().invoke(cli.app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.strip() == f"clustersim {__version__}"
+
+
+def test_help_shows_flags_as_flags_and_fits_80_columns():
+    """A boolean option reads ``--quick``, not ``--quick <bool>``; help lines fit a terminal."""
+    from typer.testing import CliRunner
+
+    for command in ("run", "reproduce", "sweep", "compare", "partition"):
+        r = CliRunner().invoke(cli.app, [command, "--help"], terminal_width=80)
+        assert r.exit_code == 0, r.output
+        assert "<bool>" not in r.output and "bool" not in r.output, r.output
+        assert max(len(line) for line in r.output.splitlines()) <= 80, r.output
+    r = CliRunner().invoke(cli.app, ["reproduce", "--help"], terminal_width=80)
+    assert any(line.split()[:1] == ["--quick"] for line in r.output.splitlines())
