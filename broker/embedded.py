@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -222,9 +222,14 @@ def __getattr__(name: str) -> Any:
 
 
 def _not_a_probe(record: logging.LogRecord) -> bool:
-    """Drop amqtt's warnings about connections that sent nothing (our own port probes)."""
+    """Drop amqtt's warnings about connections that sent nothing (our own port probes), and its
+    traceback of a failed start (the caller raises :class:`BrokerError` with the cause)."""
     msg = record.getMessage()
-    return not ("No data to decode" in msg or msg.startswith("No data from"))
+    return not (
+        "No data to decode" in msg
+        or msg.startswith("No data from")
+        or msg.startswith("Broker startup failed")
+    )
 
 
 def _quiet_logging() -> None:
@@ -245,9 +250,15 @@ async def _start_amqtt(host: str, port: int, auth_dir: Path | None = None) -> An
 
 
 async def _run_until(
-    host: str, port: int, stop: asyncio.Event, auth_dir: Path | None = None
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    auth_dir: Path | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     broker = await _start_amqtt(host, port, auth_dir)
+    if on_ready is not None:
+        on_ready()
     try:
         await stop.wait()
     finally:
@@ -516,19 +527,29 @@ class EmbeddedBroker(LocalBroker):
         return None
 
 
-def serve(host: str = "127.0.0.1", port: int = 1883) -> None:
-    """Run the embedded broker on ``host:port`` in the foreground until Ctrl-C or SIGTERM.
+def serve(
+    host: str = "127.0.0.1", port: int = 1883, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Run the embedded broker on ``host:port`` in the foreground until Ctrl-C or SIGTERM,
+    calling ``on_ready`` once it listens.
 
     Raises :class:`BrokerError` when the port cannot be bound.
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(_serve(host, port, watch_stdin=False))
+        asyncio.run(_serve(host, port, watch_stdin=False, on_ready=on_ready))
     except KeyboardInterrupt:
         pass
 
 
-async def _serve(host: str, port: int, *, watch_stdin: bool, auth_dir: Path | None = None) -> None:
+async def _serve(
+    host: str,
+    port: int,
+    *,
+    watch_stdin: bool,
+    auth_dir: Path | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -544,10 +565,12 @@ async def _serve(host: str, port: int, *, watch_stdin: bool, auth_dir: Path | No
 
         threading.Thread(target=wait_eof, daemon=True).start()
     try:
-        await _run_until(host, port, stop, auth_dir)
-    except OSError as e:
-        raise BrokerError(f"embedded broker cannot listen on {host}:{port}: {e}") from None
+        await _run_until(host, port, stop, auth_dir, on_ready)
     except Exception as e:  # amqtt wraps bind errors in its own BrokerError
+        cause = e if isinstance(e, OSError) else (e.__cause__ or e.__context__)
+        if isinstance(cause, OSError):
+            why = cause.strerror or str(cause)
+            raise BrokerError(f"embedded broker cannot listen on {host}:{port}: {why}") from None
         raise BrokerError(f"embedded broker on {host}:{port} failed: {e}") from None
 
 

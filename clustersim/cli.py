@@ -482,8 +482,10 @@ def broker(
     """Run the embedded MQTT broker (amqtt) in the foreground until Ctrl-C."""
     from clustersim.broker.embedded import serve
 
-    console.print(f"embedded broker on mqtt://{host}:{port} (Ctrl-C stops it)")
-    serve(host, port)
+    def ready() -> None:
+        console.print(f"embedded broker on mqtt://{host}:{port} (Ctrl-C stops it)")
+
+    serve(host, port, on_ready=ready)
 
 
 @command()
