@@ -29,7 +29,14 @@ from typing import Annotated, Any, NoReturn, ParamSpec
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from clustersim.errors import ClusterSimError
@@ -50,6 +57,12 @@ P = ParamSpec("P")
 _KeysOpt = Annotated[
     Path | None,
     typer.Option("--keys", help="keys.toml of `clustersim acl` (default: CLUSTERSIM_KEYS_FILE)"),
+]
+_QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="no progress bar and no tables: warnings and the results path only"
+    ),
 ]
 _OverwriteOpt = Annotated[
     bool,
@@ -197,7 +210,7 @@ def run(
         list[str] | None,
         _set_option("override a scenario key (repeatable)"),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    quiet: _QuietOpt = False,
     broker: Annotated[
         str | None,
         typer.Option(help="mqtt://[user:pass@]host:port (default: the scenario's, else embedded)"),
@@ -234,6 +247,8 @@ def _run(
         MofNCompleteColumn(),
         TextColumn("plant steps"),
         TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
         console=err_console,
         disable=quiet,
         transient=False,
@@ -246,7 +261,7 @@ def _run(
             on_start=lambda n: bar.update(task, total=n),
             progress=lambda k: bar.update(task, completed=k),
         )
-    _print_summary(result.summary)
+    _print_summary(result.summary, quiet)
     console.print(f"results: [bold]{result.out_dir}[/]")
 
 
@@ -258,20 +273,38 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    table = Table(title="KPIs", show_header=True)
-    table.add_column("kpi")
-    table.add_column("value", justify="right")
-    for k, v in summary.items():
-        if k in ("powerflow_failure_steps", "wall_clock_keys", "wall_clock_columns"):
-            continue
-        if k in ("faults", "transport_events") and isinstance(v, list):  # how many of each kind
-            kinds: dict[str, int] = {}
-            for f in v:
-                kinds[str(f.get("kind"))] = kinds.get(str(f.get("kind")), 0) + 1
-            v = ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "none"
-        table.add_row(k, _fmt(v))
-    console.print(table)
+KEY_KPIS = (
+    "scenario",
+    "mode",
+    "coordination",
+    "duration_h",
+    "voltage_violation_bus_hours",
+    "max_abs_voltage_deviation_pu",
+    "mean_abs_voltage_deviation_pu",
+    "min_vm_pu",
+    "max_vm_pu",
+    "energy_losses_mwh",
+    "energy_cost",
+    "switching_operations",
+    "messages_sent",
+    "messages_lost",
+    "wall_time_s",
+)
+"""the summary.json keys the run's KPI table shows (the rest: summary.json)"""
+
+
+def _print_summary(summary: dict[str, Any], quiet: bool = False) -> None:
+    """The run's key KPIs (one narrow table, unless ``quiet``), then its faults (always)."""
+    from clustersim.results.tables import HEADLINE_KPIS
+
+    if not quiet:
+        table = Table(title="KPIs (all: summary.json)", show_header=False)
+        table.add_column("kpi")
+        table.add_column("value", justify="right", max_width=40)
+        for k in KEY_KPIS:
+            if k in summary:
+                table.add_row(HEADLINE_KPIS.get(k, k.replace("_", " ")), _fmt(summary[k]))
+        console.print(table)
     _print_faults(summary.get("faults") or [])
 
 
@@ -518,7 +551,7 @@ def plant(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="results folder")] = None,
     seed: Annotated[int | None, typer.Option(help="seed (overrides run.seed)")] = None,
     set_: Annotated[list[str] | None, _set_option("override a scenario key (repeatable)")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    quiet: _QuietOpt = False,
     keys: _KeysOpt = None,
     overwrite: _OverwriteOpt = False,
 ) -> None:
@@ -575,7 +608,6 @@ _SetOpt = Annotated[
 _JobsOpt = Annotated[
     int, typer.Option("--jobs", "-j", min=1, help="runs at a time, each in its own process")
 ]
-_QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
 
 
 @contextmanager
@@ -590,6 +622,8 @@ def _experiment_bar(quiet: bool, serial: bool) -> Iterator[Any]:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
         console=err_console,
         disable=quiet,
         transient=False,
@@ -645,9 +679,11 @@ def _results_in(out: Path) -> Iterator[None]:
         raise _Interrupted(out) from None
 
 
-def _print_frame(frame: Any, title: str) -> None:
+def _print_frame(frame: Any, title: str, quiet: bool = False) -> None:
     from clustersim.results.tables import fmt_cell
 
+    if quiet:
+        return
     table = Table(title=title, show_header=True)
     for col in frame.columns:
         numeric = frame[col].dtype.kind in "iuf"
@@ -670,7 +706,7 @@ def _end_experiment(out: Path, outcomes: Sequence[Any]) -> None:
 @command()
 def compare(
     scenarios: Annotated[
-        list[str], typer.Argument(help="scenario TOML paths or built-in names (two or more)")
+        list[str], typer.Argument(help="scenario TOML paths or built-in names (one or more)")
     ],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder")] = None,
     seed: Annotated[
@@ -697,7 +733,7 @@ def compare(
             hooks=hooks,
             overwrite=overwrite,
         )
-    _print_frame(res.shown, "compare")
+    _print_frame(res.shown, "compare", quiet)
     _end_experiment(out, res.outcomes)
 
 
@@ -743,7 +779,7 @@ def sweep(
             res = run_sweep(plan, out, n_jobs=jobs, kpis=kpi, hooks=hooks, overwrite=overwrite)
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
-    _print_frame(res.shown, f"sweep of {plan.name}")
+    _print_frame(res.shown, f"sweep of {plan.name}", quiet)
     _end_experiment(res.out_dir, res.outcomes)
 
 
@@ -782,7 +818,7 @@ def reproduce(
                 hooks=hooks,
                 overwrite=overwrite,
             )
-    _print_frame(res.shown, f"{name}{' (quick)' if quick else ''}")
+    _print_frame(res.shown, f"{name}{' (quick)' if quick else ''}", quiet)
     _end_experiment(out, res.outcomes)
 
 

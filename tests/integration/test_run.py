@@ -246,10 +246,16 @@ def test_cli_run_prints_kpis_and_path(tmp_path):
         str(tmp_path / "o"),
     )
     assert r.returncode == 0, r.stderr
-    assert "KPIs" in r.stdout and "energy_losses_mwh" in r.stdout
+    assert "KPIs" in r.stdout and "losses MWh" in r.stdout and "violation bus·h" in r.stdout
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80, r.stdout
     assert str(tmp_path / "o") in r.stdout.replace("\n", "")
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["case"] == "ieee51" and summary["seed"] == 4 and summary["steps"] == 15
+    quiet = _cli(
+        "run", "ieee51-ga-none", "--set", "run.duration_h=0.25", "-q", "--out", str(tmp_path / "q")
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.split() == ["results:", str(tmp_path / "q")]  # the path only
 
 
 def test_cli_cases_and_case_info(builtin_cases, case_info_keys):
