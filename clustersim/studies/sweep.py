@@ -347,11 +347,9 @@ def _write_frame(out_dir: Path, frame: pd.DataFrame) -> None:
         frame.to_csv(fh, index=False)
 
 
-def point_table(
-    frame: pd.DataFrame, keys: Sequence[str], kpis: Sequence[str], *, spread: bool = True
-) -> pd.DataFrame:
+def point_table(frame: pd.DataFrame, keys: Sequence[str], kpis: Sequence[str]) -> pd.DataFrame:
     """Per point: the grid values, runs ok / repeats, mean of ``kpis`` (as "mean ± std" text
-    when repeated and ``spread``)."""
+    when repeated): sweep.md and the printed table."""
     rows = []
     for _p, g in frame.groupby("point", sort=True):
         row: dict[str, Any] = {k: g[k].iloc[0] for k in keys}
@@ -363,7 +361,7 @@ def point_table(
             vals = vals.dropna()
             if vals.empty:
                 row[title] = None
-            elif len(vals) > 1 and spread:
+            elif len(vals) > 1:
                 row[title] = f"{vals.mean():.4g} ± {vals.std(ddof=1):.2g}"
             else:
                 row[title] = float(vals.mean())
@@ -455,8 +453,8 @@ def sweep_runs(
     figures = sweep_figures(frame, plan.keys, drawn, out_dir / "figures", shape=plan.shape)
     with atomic_write(out_dir / "sweep.md") as fh:
         fh.write(f"# sweep of {plan.name} ({plan.repeats} repeat(s), seed {plan.base_seed})\n\n")
-        fh.write(markdown_table(point_table(frame, plan.keys, drawn)))
-    shown = point_table(frame, plan.keys, drawn, spread=False)
+        shown = point_table(frame, plan.keys, drawn)
+        fh.write(markdown_table(shown))
     write_captions(
         out_dir,
         {

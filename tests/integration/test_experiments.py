@@ -20,7 +20,7 @@ from clustersim.results.tables import WALL_CLOCK_KEYS
 from clustersim.runner import run_scenario
 from clustersim.scenario import load_scenario
 from clustersim.studies.jobs import Job, repeat_seeds, run_jobs
-from clustersim.studies.sweep import check_key, parse_grid, sweep_figures
+from clustersim.studies.sweep import check_key, parse_grid, point_table, sweep_figures
 
 # 1 h = 4 control intervals, 12 plant steps of 5 min
 SHORT = [
@@ -266,6 +266,21 @@ def test_sweep_unknown_kpi_is_refused_before_running(tmp_path):
     line = _one_error_line(r)
     assert "--kpi: unknown KPI 'violation'" in line and "voltage_violation_bus_hours" in line
     assert r.exit_code == 2 and not (tmp_path / "o").exists()
+
+
+def test_the_printed_sweep_table_keeps_the_spread_over_repeats():
+    """The table a sweep prints is sweep.md's: mean ± std where a point was repeated."""
+    frame = pd.DataFrame(
+        {
+            "point": [0, 0, 1],
+            "comm.loss.p": [0.0, 0.0, 0.1],
+            "error": [None, None, None],
+            "voltage_violation_bus_hours": [1.0, 3.0, 2.0],
+        }
+    )
+    table = point_table(frame, ["comm.loss.p"], ["voltage_violation_bus_hours"])
+    assert list(table["violation bus·h"]) == ["2 ± 1.4", 2.0]
+    assert list(table["runs ok"]) == ["2/2", "1/1"]
 
 
 def test_parse_grid_and_check_key():
