@@ -60,13 +60,15 @@ from clustersim.studies.jobs import Hooks, Job, Outcome, repeat_seeds, run_jobs
 __all__ = ["DISCONNECTED", "STUDIES", "ReproduceResult", "reproduce", "run_status"]
 
 QUICK_OVERRIDES = (
+    "run.start_h=18",
     "run.duration_h=2",
     "control.pop_size=12",
     "control.generations=4",
     "control.round_generations=2",
     "comm.transport=memory",
 )
-"""``reproduce --quick``: a short horizon and a light optimizer budget (tests, smoke runs)"""
+"""``reproduce --quick``: two hours of the evening peak (18:00-20:00, when the feeders sag and
+control decides the voltage) and a light optimizer budget (tests, smoke runs)"""
 
 DISCONNECTED = "partition disconnected: not controllable"
 
@@ -376,8 +378,6 @@ def _job(out_dir: Path, label: str, scenario: str, overrides: list[str], seed: i
 DELAY_SCENARIO = "ieee33-ev-clustered"
 DELAY_WINDOW = ("run.start_h=17", "run.duration_h=3")
 """the evening peak, when the far end of the feeder sags and control decides the voltage"""
-DELAY_WINDOW_QUICK = ("run.start_h=18",)
-"""with ``--quick``'s two hours: 18:00-20:00"""
 DELAY_PROTOCOLS: dict[str, tuple[str, ...]] = {
     "centralized": ("control.mode=centralized",),
     "boundary": ("control.coordination=boundary",),
@@ -420,11 +420,16 @@ DELAY_KPIS = (
 )
 
 
+def _delay_window(a: StudyArgs) -> tuple[str, ...]:
+    """The overrides that put the runs in the evening peak (``--quick`` has its own window)."""
+    return () if a.quick else DELAY_WINDOW
+
+
 def _delay_plan(out_dir: Path, a: StudyArgs) -> tuple[list[Job], list[dict[str, Any]]]:
     """One job per protocol, factor level and seed, and each job's row keys."""
     base = load_scenario(DELAY_SCENARIO, overrides=a.overrides, seed=a.seed)
     seeds = repeat_seeds(base.run.seed, DELAY_SEEDS_QUICK if a.quick else DELAY_SEEDS)
-    window = DELAY_WINDOW_QUICK if a.quick else DELAY_WINDOW
+    window = _delay_window(a)
     factors = [f for f in DELAY_FACTORS if not a.quick or f[1] in DELAY_FACTORS_QUICK]
     jobs, meta = [], []
     for protocol, sets in DELAY_PROTOCOLS.items():
@@ -435,6 +440,12 @@ def _delay_plan(out_dir: Path, a: StudyArgs) -> tuple[list[Job], list[dict[str, 
                 jobs.append(_job(out_dir, label, DELAY_SCENARIO, over, seed))
                 meta.append({"protocol": protocol, "factor": factor, "level": level, "seed": seed})
     return jobs, meta
+
+
+def _window_h(a: StudyArgs) -> list[float]:
+    """Start and end hour of the study's runs."""
+    run = load_scenario(DELAY_SCENARIO, overrides=[*a.overrides, *_delay_window(a)]).run
+    return [run.start_h, run.start_h + run.duration_h]
 
 
 def _delay_sweep(out_dir: Path, a: StudyArgs) -> ReproduceResult:
@@ -484,7 +495,7 @@ def _delay_sweep(out_dir: Path, a: StudyArgs) -> ReproduceResult:
         outcomes=outcomes,
         details={
             "scenario": DELAY_SCENARIO,
-            "window": list(DELAY_WINDOW_QUICK if a.quick else DELAY_WINDOW),
+            "window_h": _window_h(a),
             "seeds": sorted({m["seed"] for m in meta}),
             "protocols": {k: list(v) for k, v in DELAY_PROTOCOLS.items()},
             "factors": [[f, lv, list(p)] for f, lv, p in DELAY_FACTORS],

@@ -398,7 +398,7 @@ def test_reproduce_delay_sweep_quick(tmp_path):
     meta = json.loads((out / "reproduce.json").read_text())
     assert meta["study"] == "delay-sweep" and meta["quick"] is True
     assert meta["overrides"][-len(SHORT) :] == SHORT  # the user's --set comes last and wins
-    assert meta["window"] == ["run.start_h=18"] and len(meta["seeds"]) == 2
+    assert meta["window_h"] == [18, 19] and len(meta["seeds"]) == 2  # --quick: 18:00, 1 h set
     assert _is_png(out / "figures" / "delay-sweep.png")
     assert "figures/delay-sweep.png" in meta["figures"]
 
