@@ -444,6 +444,8 @@ def test_reproduce_cluster_voltage_control_quick(tmp_path):
         "clustered",
     ]
     assert table["error"].isna().all()
+    # --quick sits in the evening peak, where the modes differ (at midnight all showed one state)
+    assert table["max_abs_voltage_deviation_pu"].nunique() > 1
     none = table.iloc[0]
     # the reactive levers reduce the mean deviation the uncontrolled feeder has
     for i in (1, 3, 4):
