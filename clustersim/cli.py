@@ -79,9 +79,9 @@ def _set_option(help_: str) -> Any:
 
 def _version(value: bool) -> None:
     if value:
-        from clustersim import __version__
+        from importlib.metadata import version
 
-        console.print(f"clustersim {__version__}")
+        console.print(f"clustersim {version('clustersim')}")
         raise typer.Exit()
 
 
@@ -336,9 +336,9 @@ def _print_list(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 @command()
 def cases() -> None:
     """List the built-in grid cases."""
-    from clustersim.sim.cases import CASES
+    from clustersim.catalog import CASE_DESCRIPTIONS
 
-    _print_list(("name", "description"), [(s.name, s.description) for s in CASES.values()])
+    _print_list(("name", "description"), list(CASE_DESCRIPTIONS.items()))
 
 
 @command("case-info")
@@ -486,24 +486,21 @@ def partition_compare(
 @command()
 def presets() -> None:
     """List the built-in resource presets."""
-    from clustersim.sim.resources import load_preset, preset_names
+    from clustersim.catalog import preset_names, preset_summary
 
     rows = []
     for name in preset_names():
-        rs = load_preset(name)
-        rows.append((name, rs.case or "", _fmt(rs.counts())))
+        case, counts = preset_summary(name)
+        rows.append((name, case, _fmt(counts)))
     _print_list(("name", "case", "devices"), rows)
 
 
 @command()
 def scenarios() -> None:
     """List the built-in scenarios."""
-    from clustersim.scenario import builtin_scenarios, read_scenario_file
+    from clustersim.catalog import builtin_scenarios, scenario_description
 
-    rows = []
-    for name in builtin_scenarios():
-        data, _ = read_scenario_file(name)
-        rows.append((name, str(data.get("description", ""))))
+    rows = [(name, scenario_description(name)) for name in builtin_scenarios()]
     _print_list(("name", "description"), rows)
 
 

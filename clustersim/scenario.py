@@ -8,7 +8,6 @@ addressed by name (``ieee33-ev-none``).
 
 from __future__ import annotations
 
-import importlib.resources
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from clustersim.agents.control import Mode
 from clustersim.agents.local import LocalSettings
 from clustersim.broker.channel import ChannelSettings
+from clustersim.catalog import builtin_scenarios, scenarios_dir
 from clustersim.errors import ScenarioError
 
 __all__ = [
@@ -284,15 +284,6 @@ class Scenario(_Table):
     )
 
 
-def _scenarios_dir() -> Path:
-    return Path(str(importlib.resources.files("clustersim.scenarios")))
-
-
-def builtin_scenarios() -> list[str]:
-    """Names of the built-in scenarios."""
-    return sorted(p.stem for p in _scenarios_dir().glob("*.toml"))
-
-
 def parse_value(text: str) -> Any:
     """A ``--set`` value: any TOML value (number, bool, string, array, inline table), else text."""
     try:
@@ -347,7 +338,7 @@ def read_scenario_file(name_or_path: str) -> tuple[dict[str, Any], str]:
     """Raw data and source path of a scenario given by built-in name or file path."""
     path = Path(name_or_path)
     if not path.is_file():
-        builtin = _scenarios_dir() / f"{name_or_path}.toml"
+        builtin = scenarios_dir() / f"{name_or_path}.toml"
         if builtin.is_file():
             path = builtin
         else:

@@ -42,6 +42,7 @@ import pandapower.networks as pn
 import pandapower.topology as top
 import simbench as sb
 
+from clustersim.catalog import CASE_DESCRIPTIONS
 from clustersim.errors import CaseError, PowerFlowError
 
 __all__ = [
@@ -102,43 +103,20 @@ class CaseSpec:
     loader: Callable[[], pp.pandapowerNet]
 
 
-CASES: dict[str, CaseSpec] = {
-    spec.name: spec
-    for spec in (
-        CaseSpec("ieee33", "IEEE 33-bus (Baran & Wu), pandapower case33bw, 12.66 kV", _load_ieee33),
-        CaseSpec(
-            "ieee51",
-            "51-bus radial (Gampa & Das 2015), MATPOWER case51ga, 11 kV",
-            lambda: _load_json_case("ieee51.json"),
-        ),
-        CaseSpec(
-            "ieee69",
-            "IEEE 69-bus (Baran & Wu 1989), MATPOWER case69, 12.66 kV",
-            lambda: _load_json_case("ieee69.json"),
-        ),
-        CaseSpec(
-            "ieee123",
-            "IEEE 123-node feeder, balanced single-phase equivalent, 4.16 kV, regulators as taps",
-            lambda: _load_json_case("ieee123.json"),
-        ),
-        CaseSpec(
-            "case1197",
-            "1,197-bus feeder (Moses et al.): 23 kV, 22 LV networks behind 100 kVA "
-            "transformers, MATPOWER case1197",
-            lambda: _load_json_case("case1197.json"),
-        ),
-        CaseSpec(
-            "simbench-mv-rural",
-            "SimBench 1-MV-rural--0-sw, 20 kV, open ring switches honoured",
-            lambda: _load_simbench("1-MV-rural--0-sw"),
-        ),
-        CaseSpec(
-            "simbench-mv-semiurb",
-            "SimBench 1-MV-semiurb--0-sw, 20 kV, open ring switches honoured",
-            lambda: _load_simbench("1-MV-semiurb--0-sw"),
-        ),
-    )
+_LOADERS: dict[str, Callable[[], pp.pandapowerNet]] = {
+    "ieee33": _load_ieee33,
+    "ieee51": lambda: _load_json_case("ieee51.json"),
+    "ieee69": lambda: _load_json_case("ieee69.json"),
+    "ieee123": lambda: _load_json_case("ieee123.json"),
+    "case1197": lambda: _load_json_case("case1197.json"),
+    "simbench-mv-rural": lambda: _load_simbench("1-MV-rural--0-sw"),
+    "simbench-mv-semiurb": lambda: _load_simbench("1-MV-semiurb--0-sw"),
 }
+CASES: dict[str, CaseSpec] = {
+    name: CaseSpec(name, description, _LOADERS[name])
+    for name, description in CASE_DESCRIPTIONS.items()
+}
+"""the built-in cases (names and descriptions: :data:`clustersim.catalog.CASE_DESCRIPTIONS`)"""
 
 
 def case_names() -> list[str]:

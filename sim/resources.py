@@ -27,7 +27,6 @@ size ours and documented in the file.
 
 from __future__ import annotations
 
-import importlib.resources
 import itertools
 import math
 import tomllib
@@ -39,6 +38,7 @@ import numpy as np
 import pandapower as pp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from clustersim.catalog import DEVICE_KINDS, preset_names, presets_dir
 from clustersim.errors import ScenarioError
 
 __all__ = [
@@ -228,7 +228,7 @@ Device = Annotated[
     Field(discriminator="kind"),
 ]
 
-KINDS = ("pv", "wind", "dg", "ev", "exchange", "ess", "svc", "capacitor", "oltc", "regulator")
+KINDS = DEVICE_KINDS
 
 
 class ResourceSet(_Model):
@@ -407,15 +407,6 @@ def _bus_lookup(net: pp.pandapowerNet) -> dict[str, int]:
     return {str(lbl): int(i) for lbl, i in zip(labels, net.bus.index, strict=True)}
 
 
-def _presets_dir() -> Path:
-    return Path(str(importlib.resources.files("clustersim.sim.data").joinpath("presets")))
-
-
-def preset_names() -> list[str]:
-    """Names of the shipped resource presets."""
-    return sorted(p.stem for p in _presets_dir().glob("*.toml"))
-
-
 def parse_resources(data: dict[str, Any], *, source: str) -> ResourceSet:
     """Build a ResourceSet from TOML data: one array of tables per kind (``[[pv]]``, ...)."""
     data = dict(data)
@@ -441,7 +432,7 @@ def load_preset(name_or_path: str) -> ResourceSet:
     """Load a shipped preset by name (``ieee33-ev``) or a preset TOML file by path."""
     path = Path(name_or_path)
     if not path.is_file():
-        path = _presets_dir() / f"{name_or_path}.toml"
+        path = presets_dir() / f"{name_or_path}.toml"
         if not path.is_file():
             raise ScenarioError(
                 f"unknown resource preset {name_or_path!r} (built-in: {', '.join(preset_names())})"

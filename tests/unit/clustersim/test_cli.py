@@ -68,3 +68,38 @@ def test_help_shows_flags_as_flags_and_fits_80_columns():
         assert max(len(line) for line in r.output.splitlines()) <= 80, r.output
     r = CliRunner().invoke(cli.app, ["reproduce", "--help"], terminal_width=80)
     assert any(line.split()[:1] == ["--quick"] for line in r.output.splitlines())
+
+
+def test_listing_commands_do_not_load_the_simulation_stack():
+    """``cases``, ``presets`` and ``scenarios`` answer from :mod:`clustersim.catalog`: a fresh
+    interpreter that runs them has imported neither pandapower nor numpy (what made them take
+    seconds)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from clustersim.cli import app\n"
+        "for c in ('cases', 'presets', 'scenarios'):\n"
+        "    r = CliRunner().invoke(app, [c])\n"
+        "    assert r.exit_code == 0, r.output\n"
+        "    assert 'ieee33' in r.output, r.output\n"
+        "print(sorted(m for m in ('pandapower', 'numpy', 'pandas', 'scipy') if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_the_catalog_agrees_with_what_it_lists():
+    """Case names and preset summaries of the catalog are those of the loaders and of the
+    validated presets."""
+    from clustersim import catalog
+    from clustersim.sim.cases import CASES
+    from clustersim.sim.resources import load_preset
+
+    assert list(CASES) == list(catalog.CASE_DESCRIPTIONS)
+    for name in catalog.preset_names():
+        rs = load_preset(name)
+        assert catalog.preset_summary(name) == (rs.case, rs.counts())

@@ -18,7 +18,7 @@ FOLDERS = {  # repository folder -> import name
     "agents": "clustersim.agents",
     "broker": "clustersim.broker",
 }
-LEAVES = {"clustersim.errors", "clustersim.fileio"}
+LEAVES = {"clustersim.catalog", "clustersim.errors", "clustersim.fileio"}
 """modules every layer may import (they import nothing of ours)"""
 LAYERS = [
     "clustersim.broker",
