@@ -21,6 +21,8 @@ class ScenarioError(ClusterSimError):
     def __init__(self, message: str, *, source: str | None = None, key: str | None = None):
         self.source = source
         self.key = key
+        self.detail = message
+        """the message without the source and key"""
         where = ": ".join(p for p in (source, key) if p)
         super().__init__(f"{where}: {message}" if where else message)
 

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from clustersim.agents.control import Mode
 from clustersim.agents.local import LocalSettings
 from clustersim.broker.channel import ChannelSettings
-from clustersim.catalog import builtin_scenarios, scenarios_dir
+from clustersim.catalog import CASE_DESCRIPTIONS, builtin_scenarios, preset_names, scenarios_dir
 from clustersim.errors import ScenarioError
+from clustersim.sim.resources import parse_resources
 
 __all__ = [
     "DEFAULT_SCENARIO",
@@ -322,7 +323,7 @@ def _deepcopy(d: Any) -> Any:
 def validate_scenario(data: dict[str, Any], *, source: str) -> Scenario:
     """Validate raw scenario data; any problem is a one-line ScenarioError naming the key."""
     try:
-        return Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
@@ -332,6 +333,34 @@ def validate_scenario(data: dict[str, Any], *, source: str) -> Scenario:
         elif err["type"] == "literal_error":
             msg = f"{msg}, got {err.get('input')!r}"
         raise ScenarioError(msg, source=source, key=key) from None
+    _check_references(scenario, source)
+    return scenario
+
+
+def _check_references(scenario: Scenario, source: str) -> None:
+    """What the schema cannot see, refused with the file and key: a case or preset that is
+    neither built in nor a file, and device tables that are not valid devices."""
+    case = scenario.case.name
+    if case not in CASE_DESCRIPTIONS and not Path(case).is_file():
+        raise ScenarioError(
+            f"unknown case {case!r}: not a built-in ({', '.join(CASE_DESCRIPTIONS)}) nor a "
+            "pandapower JSON file",
+            source=source,
+            key="case.name",
+        )
+    rc = scenario.resources
+    if rc.preset and rc.preset not in preset_names() and not Path(rc.preset).is_file():
+        raise ScenarioError(
+            f"unknown resource preset {rc.preset!r}: not a built-in ({', '.join(preset_names())})"
+            " nor a preset TOML file",
+            source=source,
+            key="resources.preset",
+        )
+    extra = {k: v for k, v in rc.model_dump().items() if k != "preset" and v}
+    try:
+        parse_resources(extra, source=source)
+    except ScenarioError as exc:
+        raise ScenarioError(exc.detail, source=source, key=f"resources.{exc.key}") from None
 
 
 def read_scenario_file(name_or_path: str) -> tuple[dict[str, Any], str]:

@@ -69,6 +69,18 @@ def _write(tmp_path, text):
         ("[cotrol]\nmode = 'none'\n", "cotrol", "unknown key"),
         ("[run]\nplant_step_s = 70\n", "run", "divide 900"),
         ("[partition]\nmin_size = 5\nmax_size = 3\n", "partition", "min_size"),
+        ("[case]\nname = 'nosuch.json'\n", "case.name", "unknown case 'nosuch.json'"),
+        ("[resources]\npreset = 'nope'\n", "resources.preset", "unknown resource preset"),
+        (
+            "[resources]\npreset = 'ieee33-ev'\n[[resources.svc]]\nbus = '5'\n",
+            ": resources.svc.0.name:",
+            "Field required",
+        ),
+        (
+            "[[resources.capacitor]]\nname = 'CX'\nbus = '5'\nsteps = 2\nq_step_mvar = 'big'\n",
+            "resources.capacitor.CX.q_step_mvar",
+            "number",
+        ),
     ],
 )
 def test_invalid_file_names_file_and_key(tmp_path, text, key, what):
