@@ -32,7 +32,7 @@ import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 import pandapower as pp
@@ -44,6 +44,7 @@ from clustersim.errors import ScenarioError
 __all__ = [
     "DG",
     "ESS",
+    "KIND_MODELS",
     "OLTC",
     "PV",
     "SVC",
@@ -54,6 +55,7 @@ __all__ = [
     "LineRegulator",
     "ResourceSet",
     "Wind",
+    "fields_markdown",
     "load_preset",
     "preset_names",
     "write_setpoints",
@@ -76,16 +78,18 @@ class _Model(BaseModel):
 
 
 class _DeviceBase(_Model):
-    name: str = Field(min_length=1)
-    bus: str = Field(min_length=1, description="bus label (net.bus['name'])")
+    name: str = Field(min_length=1, description="unique name of the device in the scenario")
+    bus: str = Field(min_length=1, description="bus label (`net.bus['name']`) it connects to")
 
 
 class PV(_DeviceBase):
     """PV plant with a smart inverter (P from the ``pv`` profile, Q controllable within S)."""
 
     kind: Literal["pv"] = "pv"
-    p_mw: float = Field(gt=0, description="rated active power")
-    s_mva: float | None = Field(default=None, gt=0, description="inverter rating, default 1.1 p_mw")
+    p_mw: float = Field(gt=0, description="rated active power, MW (P = profile × p_mw)")
+    s_mva: float | None = Field(
+        default=None, gt=0, description="inverter rating, MVA (Q within it); default 1.1 × p_mw"
+    )
 
     @property
     def s_rated_mva(self) -> float:
@@ -103,12 +107,14 @@ class DG(_DeviceBase):
     """Dispatchable distributed generator with a linear energy cost."""
 
     kind: Literal["dg"] = "dg"
-    p_min_mw: float = Field(ge=0)
-    p_max_mw: float = Field(gt=0)
-    q_min_mvar: float = 0.0
-    q_max_mvar: float = 0.0
-    cost_per_mwh: float = Field(ge=0)
-    p_init_mw: float | None = None
+    p_min_mw: float = Field(ge=0, description="lowest active power setpoint, MW")
+    p_max_mw: float = Field(gt=0, description="highest active power setpoint, MW")
+    q_min_mvar: float = Field(default=0.0, description="lowest reactive power, Mvar (generator)")
+    q_max_mvar: float = Field(default=0.0, description="highest reactive power, Mvar (generator)")
+    cost_per_mwh: float = Field(ge=0, description="energy cost per MWh generated (price units)")
+    p_init_mw: float | None = Field(
+        default=None, description="active power at the start, MW; default p_min_mw"
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> DG:
@@ -121,17 +127,23 @@ class EVStation(_DeviceBase):
     """EV charging station: an uncontrolled load following the ``ev`` profile."""
 
     kind: Literal["ev"] = "ev"
-    p_peak_mw: float = Field(gt=0)
-    power_factor: float = Field(default=0.98, gt=0, le=1)
+    p_peak_mw: float = Field(gt=0, description="peak charging demand, MW (P = ev profile × it)")
+    power_factor: float = Field(
+        default=0.98, gt=0, le=1, description="power factor of the demand (lagging)"
+    )
 
 
 class _StorageFields(_Model):
-    e_mwh: float = Field(gt=0, description="usable energy capacity")
-    p_max_mw: float = Field(gt=0, description="max charge and discharge power")
-    efficiency: float = Field(default=0.9, gt=0, le=1, description="one-way efficiency")
-    soc_min: float = Field(default=0.1, ge=0, le=1)
-    soc_max: float = Field(default=0.9, ge=0, le=1)
-    e_init_mwh: float | None = Field(default=None, ge=0, description="default: mid SOC")
+    e_mwh: float = Field(gt=0, description="energy capacity, MWh")
+    p_max_mw: float = Field(gt=0, description="highest charge and discharge power, MW")
+    efficiency: float = Field(
+        default=0.9, gt=0, le=1, description="one-way (charge or discharge) efficiency"
+    )
+    soc_min: float = Field(default=0.1, ge=0, le=1, description="lowest state of charge, 0-1")
+    soc_max: float = Field(default=0.9, ge=0, le=1, description="highest state of charge, 0-1")
+    e_init_mwh: float | None = Field(
+        default=None, ge=0, description="stored energy at the start, MWh; default mid-way"
+    )
 
     @model_validator(mode="after")
     def _soc(self) -> Any:
@@ -158,17 +170,21 @@ class ExchangeStation(_DeviceBase, _StorageFields):
     """Battery-swap (exchange) station: swap demand as a load plus its battery stock as storage."""
 
     kind: Literal["exchange"] = "exchange"
-    p_peak_mw: float = Field(gt=0, description="peak swap-charging demand (ev profile)")
-    power_factor: float = Field(default=0.98, gt=0, le=1)
+    p_peak_mw: float = Field(
+        gt=0, description="peak swap-charging demand, MW (P = ev profile × it)"
+    )
+    power_factor: float = Field(
+        default=0.98, gt=0, le=1, description="power factor of the demand (lagging)"
+    )
 
 
 class SVC(_DeviceBase):
     """Static var compensator: continuous Q in [q_min_mvar, q_max_mvar] (generator convention)."""
 
     kind: Literal["svc"] = "svc"
-    q_min_mvar: float
-    q_max_mvar: float
-    q_init_mvar: float = 0.0
+    q_min_mvar: float = Field(description="lowest reactive power, Mvar (generator convention)")
+    q_max_mvar: float = Field(description="highest reactive power, Mvar (generator convention)")
+    q_init_mvar: float = Field(default=0.0, description="reactive power at the start, Mvar")
 
     @model_validator(mode="after")
     def _ranges(self) -> SVC:
@@ -180,10 +196,12 @@ class CapacitorBank(_DeviceBase):
     """Switched capacitor bank: ``steps`` units of ``q_step_mvar`` each."""
 
     kind: Literal["capacitor"] = "capacitor"
-    steps: int = Field(ge=1)
-    q_step_mvar: float = Field(gt=0, description="reactive power per step at 1.0 p.u.")
-    max_switching_per_day: int = Field(default=8, ge=0)
-    step_init: int = Field(default=0, ge=0)
+    steps: int = Field(ge=1, description="number of steps (units)")
+    q_step_mvar: float = Field(gt=0, description="reactive power per step at 1.0 p.u., Mvar")
+    max_switching_per_day: int = Field(
+        default=8, ge=0, description="step changes allowed per day (controllers keep to it)"
+    )
+    step_init: int = Field(default=0, ge=0, description="steps in service at the start")
 
     @model_validator(mode="after")
     def _init(self) -> CapacitorBank:
@@ -192,11 +210,13 @@ class CapacitorBank(_DeviceBase):
 
 
 class _TapFields(_Model):
-    tap_min: int
-    tap_max: int
-    tap_step_percent: float = Field(gt=0)
-    max_operations_per_day: int = Field(default=8, ge=0)
-    tap_init: int = 0
+    tap_min: int = Field(description="lowest tap position")
+    tap_max: int = Field(description="highest tap position")
+    tap_step_percent: float = Field(gt=0, description="voltage change per tap step, %")
+    max_operations_per_day: int = Field(
+        default=8, ge=0, description="tap operations allowed per day (controllers keep to it)"
+    )
+    tap_init: int = Field(default=0, description="tap position at the start")
 
     @model_validator(mode="after")
     def _taps(self) -> Any:
@@ -212,15 +232,19 @@ class OLTC(_DeviceBase, _TapFields):
     """
 
     kind: Literal["oltc"] = "oltc"
-    trafo: str = Field(default="", description="name of the net.trafo row, '' for the slack")
-    vm_set_pu: float = Field(default=1.0, gt=0.8, lt=1.2)
+    trafo: str = Field(
+        default="", description="name of its `net.trafo` row; '' = the source voltage at the slack"
+    )
+    vm_set_pu: float = Field(
+        default=1.0, gt=0.8, lt=1.2, description="source voltage at tap 0, p.u. (trafo '' only)"
+    )
 
 
 class LineRegulator(_DeviceBase, _TapFields):
     """Step voltage regulator on a feeder section: a tap-changing ``trafo`` of the case."""
 
     kind: Literal["regulator"] = "regulator"
-    trafo: str = Field(min_length=1, description="name of the net.trafo row")
+    trafo: str = Field(min_length=1, description="name of its `net.trafo` row")
 
 
 Device = Annotated[
@@ -229,6 +253,56 @@ Device = Annotated[
 ]
 
 KINDS = DEVICE_KINDS
+KIND_MODELS: dict[str, type[_DeviceBase]] = {
+    "pv": PV,
+    "wind": Wind,
+    "dg": DG,
+    "ev": EVStation,
+    "exchange": ExchangeStation,
+    "ess": ESS,
+    "svc": SVC,
+    "capacitor": CapacitorBank,
+    "oltc": OLTC,
+    "regulator": LineRegulator,
+}
+"""the model of each device kind"""
+
+
+def _bounds(metadata: list[Any]) -> str:
+    """A field's numeric bounds as text (``> 0``, ``≤ 1`` …)."""
+    signs = {"gt": ">", "ge": "≥", "lt": "<", "le": "≤", "min_length": "length ≥"}
+    out = []
+    for m in metadata:
+        for attr, sign in signs.items():
+            v = getattr(m, attr, None)
+            if v is not None:
+                out.append(f"{sign} {v}")
+    return ", ".join(out)
+
+
+def fields_markdown() -> str:
+    """Every field of every device kind, as Markdown: one table per kind, from the models (their
+    types, defaults, bounds and descriptions), for the README's device reference."""
+    parts = []
+    for kind in KINDS:
+        model = KIND_MODELS[kind]
+        doc = (model.__doc__ or "").strip().splitlines()[0].replace("``", "`")
+        rows = ["| field | type | default | bounds | meaning |", "|---|---|---|---|---|"]
+        fields = sorted(model.model_fields.items(), key=lambda kv: kv[0] not in ("name", "bus"))
+        for name, f in fields:
+            if name == "kind":
+                continue
+            ann = f.annotation
+            typ = getattr(ann, "__name__", None) or " or ".join(
+                a.__name__ for a in get_args(ann) if a is not type(None)
+            )
+            if type(None) in get_args(ann):
+                typ += " (optional)"
+            default = "required" if f.is_required() else f"`{f.default!r}`"
+            meaning = (f.description or "").replace("|", "\\|")
+            rows.append(f"| `{name}` | {typ} | {default} | {_bounds(f.metadata)} | {meaning} |")
+        parts.append(f"**`[[resources.{kind}]]`** — {doc}\n\n" + "\n".join(rows))
+    return "\n\n".join(parts) + "\n"
 
 
 class ResourceSet(_Model):
