@@ -54,6 +54,8 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 P = ParamSpec("P")
+DEFAULT_SCENARIO = "ieee33-ev-clustered"
+"""the scenario ``run`` and ``check`` use without one (:data:`clustersim.scenario.DEFAULT_SCENARIO`)"""
 _KeysOpt = Annotated[
     Path | None,
     typer.Option("--keys", help="keys.toml of `clustersim acl` (default: CLUSTERSIM_KEYS_FILE)"),
@@ -203,7 +205,7 @@ class _Interrupts:
 def run(
     scenario: Annotated[
         str, typer.Argument(help="scenario TOML path or built-in name")
-    ] = "ieee33-ev-clustered",
+    ] = DEFAULT_SCENARIO,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="results folder")] = None,
     seed: Annotated[int | None, typer.Option(help="seed (overrides run.seed)")] = None,
     set_: Annotated[
@@ -260,6 +262,9 @@ def _run(
             overwrite=overwrite,
             on_start=lambda n: bar.update(task, total=n),
             progress=lambda k: bar.update(task, completed=k),
+            on_warning=lambda w: bar.console.print(
+                f"[bold yellow]warning:[/] {escape(w)}", highlight=False
+            ),
         )
     _print_summary(result.summary, quiet)
     console.print(f"results: [bold]{result.out_dir}[/]")
@@ -331,6 +336,49 @@ def _print_list(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+@command()
+def check(
+    scenario: Annotated[
+        str, typer.Argument(help="scenario TOML path or built-in name")
+    ] = DEFAULT_SCENARIO,
+    seed: Annotated[int | None, typer.Option(help="seed (overrides run.seed)")] = None,
+    set_: Annotated[list[str] | None, _set_option("override a scenario key (repeatable)")] = None,
+    toml: Annotated[bool, typer.Option("--toml", help="also print the resolved scenario")] = False,
+) -> None:
+    """Validate a scenario without running it: its settings, devices, partition and the devices
+    of each cluster; warnings for a mode without devices to move. Exit 2 when a run would be
+    refused."""
+    from clustersim.agents.control import CLUSTER_MODES
+    from clustersim.assemble.check import check_scenario
+    from clustersim.scenario import load_scenario, resolved_dict
+
+    sc = load_scenario(scenario, overrides=set_ or [], seed=seed)
+    report = check_scenario(sc)
+    if toml:
+        import tomli_w
+
+        console.print(tomli_w.dumps(resolved_dict(sc)), markup=False, highlight=False)
+    run, ctl, comm = sc.run, sc.control, sc.comm
+    coordination = f" ({ctl.coordination})" if ctl.mode in CLUSTER_MODES else ""
+    broker = comm.broker or ("embedded broker" if comm.transport == "mqtt" else "")
+    lines = [
+        f"scenario {sc.name}: case {sc.case.name}, mode {ctl.mode}{coordination}",
+        f"time: from {run.start_h:g} h for {run.duration_h:g} h, plant step {run.plant_step_s:g} "
+        f"s, control interval {ctl.interval_s:g} s, seed {run.seed}",
+        f"agents: {run.agents} over {comm.transport}" + (f" ({broker})" if broker else ""),
+        f"devices: {_fmt(report.devices) or 'none'}",
+        f"partition: {_fmt(report.partition)}",
+    ]
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
+    if report.clusters:
+        rows = [(n, str(b), _fmt(d) or "none") for n, (b, d) in report.clusters.items()]
+        _print_list(("cluster", "buses", "devices"), rows)
+    for w in report.warnings:
+        err_console.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False)
+    console.print("ok: a run of this scenario would start", highlight=False)
 
 
 @command()

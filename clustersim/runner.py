@@ -52,6 +52,7 @@ from clustersim.assemble.build import (
     package_versions,
     scenario_partition,
 )
+from clustersim.assemble.check import cluster_devices, device_warnings
 from clustersim.assemble.seeds import Stage, stage_seed
 from clustersim.broker.transport import without_password
 from clustersim.cosim.local_loop import ControlLog, run_control
@@ -396,6 +397,7 @@ def run_scenario(
     overwrite: bool = False,
     on_start: Callable[[int], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Run a scenario to the end and write its results folder.
 
@@ -408,7 +410,7 @@ def run_scenario(
     t0 = time.perf_counter()
     plant = build_plant(scenario)
     with results_folder(out_dir, overwrite=overwrite, required=RUN_FILES):
-        summary = _run(scenario, plant, out_dir, t0, on_start, progress)
+        summary = _run(scenario, plant, out_dir, t0, on_start, progress, on_warning)
     lost = summary.get("agents_lost") or []
     if lost and not scenario.comm.accept_fallback:
         raise RunError(
@@ -425,10 +427,17 @@ def _run(
     t0: float,
     on_start: Callable[[int], None] | None,
     progress: Callable[[int], None] | None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The run itself, into a folder already claimed: partition, control, KPIs, files (``t0``:
-    when the run began, for its wall time). Returns the summary."""
+    when the run began, for its wall time). Returns the summary (with ``warnings`` when there
+    are any, each also given to ``on_warning`` before the run starts)."""
     partition_info, clusters = _partition(scenario, out_dir)
+    per_cluster = cluster_devices(plant.net, plant.resources, clusters) if clusters else None
+    warnings = device_warnings(scenario.control.mode, plant.resources, per_cluster)
+    if on_warning is not None:
+        for w in warnings:
+            on_warning(w)
     if on_start is not None:
         on_start(plant.n_steps)
     t_ctl = time.perf_counter()
@@ -454,6 +463,8 @@ def _run(
     summary["setpoints_rejected"] = len(control.rejected)
     if cosim is not None:
         summary.update(cosim.summary)
+    if warnings:
+        summary["warnings"] = warnings
     summary["run_loop_wall_time_s"] = round(loop_s, 3)
     summary["powerflow_failure_steps"] = list(plant.powerflow_failures)
     summary["wall_time_s"] = round(time.perf_counter() - t0, 3)

@@ -333,13 +333,21 @@ def validate_scenario(data: dict[str, Any], *, source: str) -> Scenario:
         elif err["type"] == "literal_error":
             msg = f"{msg}, got {err.get('input')!r}"
         raise ScenarioError(msg, source=source, key=key) from None
-    _check_references(scenario, source)
+    _check_across(scenario, source)
     return scenario
 
 
-def _check_references(scenario: Scenario, source: str) -> None:
+def _check_across(scenario: Scenario, source: str) -> None:
     """What the schema cannot see, refused with the file and key: a case or preset that is
-    neither built in nor a file, and device tables that are not valid devices."""
+    neither built in nor a file, device tables that are not valid devices, and agents in other
+    processes on the in-memory transport."""
+    if scenario.comm.transport == "memory" and scenario.run.agents != "tasks":
+        raise ScenarioError(
+            f'agents = "{scenario.run.agents}" needs transport = "mqtt" (the memory transport '
+            "lives in one process)",
+            source=source,
+            key="run.agents",
+        )
     case = scenario.case.name
     if case not in CASE_DESCRIPTIONS and not Path(case).is_file():
         raise ScenarioError(

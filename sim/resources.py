@@ -339,7 +339,7 @@ class ResourceSet(_Model):
         Exchange stations map to their load row; their battery row is ``"<name>:battery"``.
         Raises ScenarioError when a bus label or transformer name is not in the net.
         """
-        by_label = _bus_lookup(net)
+        by_label = bus_lookup(net)
         where: dict[str, tuple[str, int]] = {}
 
         def bus(d: Any) -> int:
@@ -473,7 +473,8 @@ def _create_storage(net: pp.pandapowerNet, bus: int, d: _StorageFields, name: st
     )
 
 
-def _bus_lookup(net: pp.pandapowerNet) -> dict[str, int]:
+def bus_lookup(net: pp.pandapowerNet) -> dict[str, int]:
+    """Bus label → bus index (row indices as labels when a case has no unique labels)."""
     labels = net.bus["name"].astype(str)
     if labels.duplicated().any():
         # fall back to row indices when a user case has no unique labels

@@ -356,12 +356,6 @@ def run_cosim(
     comm = scenario.comm
     mode = scenario.control.mode
     where = scenario.run.agents
-    if comm.transport == "memory" and where != "tasks":
-        raise ScenarioError(
-            f'agents = "{where}" needs transport = "mqtt" (the memory transport lives in one '
-            "process)",
-            key="run.agents",
-        )
     if where == "external" and comm.transport == "mqtt" and not comm.broker:
         raise ScenarioError(
             'agents = "external" needs a broker the agents can reach: give --broker or [comm] '

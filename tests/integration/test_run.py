@@ -281,3 +281,44 @@ def test_builtin_scenarios_full_day(name, tmp_path):
     s = res.summary
     assert s["steps"] == 1440 and s["powerflow_failures"] == 0
     assert 0.85 < s["min_vm_pu"] < 1.0 and s["energy_losses_mwh"] > 0
+
+
+def test_cli_check_reports_without_running(tmp_path):
+    """``check`` prints the settings, devices, partition and each cluster's devices, writes
+    nothing, and exits 0."""
+    r = _cli("check", "ieee33-ev-clustered", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "mode clustered (value-table)" in r.stdout and "partition: method hi, k 5" in r.stdout
+    for name in ("C1", "C2", "C3", "C4", "C5"):
+        assert name in r.stdout
+    assert "oltc 1" in r.stdout and r.stdout.rstrip().endswith("would start")
+    assert r.stderr == "" and list(tmp_path.iterdir()) == []
+
+
+def test_cli_check_refuses_what_a_run_would_refuse(tmp_path):
+    """Agents in processes on the in-memory transport: refused in one line at validation,
+    naming the key (before, a run found it only after partitioning, leaving a folder)."""
+    sets = ["--set", "run.agents=processes", "--set", "comm.transport=memory"]
+    r = _cli("check", "ieee33-ev-clustered", *sets)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "run.agents" in lines[0] and 'needs transport = "mqtt"' in lines[0]
+    r = _cli("run", "ieee33-ev-clustered", *sets, "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and not (tmp_path / "o").exists()
+
+
+def test_a_mode_without_devices_to_move_warns_loudly(tmp_path):
+    """A cluster mode on a scenario without devices: ``check`` and ``run`` warn (the run also
+    in summary.json); with one SVC, the clusters without a device are named."""
+    sets = ["--set", "resources.preset=", "--set", "run.duration_h=0.25"]
+    r = _cli("check", "ieee33-ev-clustered", *sets)
+    assert r.returncode == 0 and "warning: mode 'clustered' has no device it may move" in r.stderr
+    r = _cli("run", "ieee33-ev-clustered", *sets, "-q", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    assert "has no device it may move" in r.stderr
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert len(summary["warnings"]) == 1 and "no device" in summary["warnings"][0]
+    svc = 'resources.svc=[{name="S1", bus="18", q_min_mvar=-0.3, q_max_mvar=0.3}]'
+    r = _cli("check", "ieee33-ev-clustered", *sets, "--set", svc)
+    assert r.returncode == 0 and "have no device mode 'clustered' may move" in r.stderr
+    assert "C1" in r.stderr.split("cluster(s)")[1]
