@@ -382,6 +382,35 @@ def check(
 
 
 @command()
+def init(
+    path: Annotated[Path, typer.Argument(help="scenario file to write")] = Path("scenario.toml"),
+    case: Annotated[str, typer.Option(help="grid case (its preset's devices if it has one)")] = (
+        "ieee33"
+    ),
+    mode: Annotated[str, typer.Option(help="control mode")] = "clustered",
+    force: Annotated[bool, typer.Option("--force", help="replace an existing file")] = False,
+) -> None:
+    """Write a commented starting scenario (the keys most often changed, with their defaults)."""
+    from clustersim.catalog import preset_names, preset_summary
+    from clustersim.fileio import atomic_write
+    from clustersim.scenario import load_scenario, starter_toml
+
+    if path.exists() and not force:
+        raise ClusterSimError(f"{path}: exists (--force replaces it)")
+    preset = next((p for p in preset_names() if preset_summary(p)[0] == case), "")
+    values = {"case.name": case, "resources.preset": preset, "control.mode": mode}
+    text = starter_toml(path.stem, values)
+    with atomic_write(path) as fh:
+        fh.write(text)
+    try:
+        load_scenario(str(path))
+    except ClusterSimError:
+        path.unlink()  # a case or mode that does not exist: no file left behind
+        raise
+    console.print(f"wrote {path} (case {case}, preset {preset or 'none'}, mode {mode})")
+
+
+@command()
 def cases() -> None:
     """List the built-in grid cases."""
     from clustersim.catalog import CASE_DESCRIPTIONS

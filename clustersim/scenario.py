@@ -8,10 +8,12 @@ addressed by name (``ieee33-ev-none``).
 
 from __future__ import annotations
 
+import textwrap
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clustersim.agents.control import Mode
@@ -71,7 +73,10 @@ class ResourcesConfig(_Table):
 
 
 class ProfilesConfig(_Table):
-    source: Literal["synthetic", "simbench"] = "synthetic"
+    source: Literal["synthetic", "simbench"] = Field(
+        default="synthetic",
+        description="load, PV, wind, EV and price profiles: synthetic or simbench",
+    )
     day: int = Field(
         default=0, ge=0, le=365, description="day of the SimBench year 2016 (0-365) / start day"
     )
@@ -82,10 +87,12 @@ class ProfilesConfig(_Table):
 
 
 class PartitionConfig(_Table):
-    method: str = "hi"
-    clusters: int = Field(default=5, ge=1, le=10_000)
-    min_size: int = Field(default=3, ge=1, le=100_000)
-    max_size: int = Field(default=10, ge=1, le=100_000)
+    method: str = Field(
+        default="hi", description="partition method (clustersim partition-compare lists them)"
+    )
+    clusters: int = Field(default=5, ge=1, le=10_000, description="number of clusters")
+    min_size: int = Field(default=3, ge=1, le=100_000, description="fewest buses per cluster")
+    max_size: int = Field(default=10, ge=1, le=100_000, description="most buses per cluster")
 
     @model_validator(mode="after")
     def _sizes(self) -> PartitionConfig:
@@ -95,9 +102,14 @@ class PartitionConfig(_Table):
 
 
 class ControlConfig(_Table):
-    mode: Mode = "none"
+    mode: Mode = Field(
+        default="none",
+        description="none | local | centralized | clustered | active-only | reactive-only",
+    )
     interval_s: int = _positive(900, "control interval", le=DAY_S)
-    optimizer: Literal["nsga2", "pymoo-nsga2", "nsga3", "moead"] = "nsga2"
+    optimizer: Literal["nsga2", "pymoo-nsga2", "nsga3", "moead"] = Field(
+        default="nsga2", description="multi-objective optimizer of the agents"
+    )
     pop_size: int = Field(default=40, ge=4, le=10_000, description="population per problem")
     generations: int = Field(
         default=40, ge=1, le=100_000, description="generations per problem, at most"
@@ -140,7 +152,7 @@ class ControlConfig(_Table):
         "value-table = coordination_rounds up/down sweeps of the cluster tree, children sending "
         "their parent their choice and its cost as a function of the boundary voltage, parents "
         "sending back the boundary voltage they will hold; admm = coordination_rounds rounds of "
-        "consensus ADMM on the boundary voltages",
+        "consensus ADMM on each tie's boundary voltage and P/Q",
     )
     coordination_rounds: int = _non_negative(
         2,
@@ -174,7 +186,8 @@ class ControlConfig(_Table):
         gt=0,
         le=1.0,
         description="coordination = admm: an agent stops re-optimizing once the primal residual "
-        "|V parent − V child| of each of its ties is at most this (p.u.)",
+        "of each copy of each of its ties (voltage; P and Q as the voltage they move) is at "
+        "most this (p.u.)",
     )
     round_generations: int = Field(
         default=5,
@@ -211,7 +224,9 @@ class CommConfig(ChannelSettings):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
-    transport: Literal["mqtt", "memory"] = "mqtt"
+    transport: Literal["mqtt", "memory"] = Field(
+        default="mqtt", description="mqtt (a real broker) or memory (in one process)"
+    )
     broker: str = Field(default="", description="empty: embedded broker; else mqtt://host:port")
     clock: Literal["virtual", "realtime"] = "virtual"
     speed: float = _positive(
@@ -248,10 +263,16 @@ class RunConfig(_Table):
         description="hour of the profiles' first day at which the run starts (17 = 17:00); "
         "a multiple of the plant step",
     )
-    duration_h: float = Field(default=24.0, gt=0, le=24 * 366)
-    plant_step_s: int = Field(default=60, gt=0, le=3600)
-    seed: int = Field(default=1, ge=0)
-    agents: Literal["tasks", "processes", "external"] = "tasks"
+    duration_h: float = Field(default=24.0, gt=0, le=24 * 366, description="simulated hours")
+    plant_step_s: int = Field(
+        default=60, gt=0, le=3600, description="plant (power-flow) step, s; divides 900"
+    )
+    seed: int = Field(default=1, ge=0, description="seed of profiles, partition and optimizers")
+    agents: Literal["tasks", "processes", "external"] = Field(
+        default="tasks",
+        description="where agents run: tasks of this process, OS processes, or external "
+        "(`clustersim agent`)",
+    )
     vm_min_pu: float = Field(default=0.95, gt=0, le=2)
     vm_max_pu: float = Field(default=1.05, gt=0, le=2)
 
@@ -283,6 +304,60 @@ class Scenario(_Table):
         default_factory=dict,
         description="package versions and seed, written by the runner; informational only",
     )
+
+
+STARTER_KEYS: dict[str, tuple[str, ...]] = {
+    "case": ("name",),
+    "resources": ("preset",),
+    "profiles": ("source",),
+    "partition": ("method", "clusters", "min_size", "max_size"),
+    "control": (
+        "mode",
+        "coordination",
+        "coordination_rounds",
+        "interval_s",
+        "pop_size",
+        "generations",
+        "deadline_s",
+    ),
+    "comm": ("transport", "broker"),
+    "run": ("start_h", "duration_h", "plant_step_s", "seed", "agents"),
+}
+"""the keys ``clustersim init`` writes, table by table (every other key keeps its default)"""
+
+
+def starter_toml(name: str, values: dict[str, Any]) -> str:
+    """A commented starting scenario: :data:`STARTER_KEYS` with their defaults (or ``values``,
+    keyed ``table.key``) and the models' descriptions as comments."""
+    fields = {t: Scenario.model_fields[t].annotation for t in STARTER_KEYS}
+    lines = [
+        "# A clustersim scenario. Every key is optional; the README's Scenario reference lists",
+        "# them all with their defaults, and Device fields the keys of [[resources.<kind>]]",
+        "# tables. Validate with `clustersim check FILE`, run with `clustersim run FILE`.",
+        "",
+        tomli_w.dumps({"name": name}).strip(),
+        'description = ""',
+    ]
+    for table, keys in STARTER_KEYS.items():
+        model = fields[table]
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        lines += ["", f"[{table}]"]
+        for key in keys:
+            f = model.model_fields[key]
+            value = values.get(f"{table}.{key}", f.get_default(call_default_factory=True))
+            if f.description:
+                lines += [f"# {ln}" for ln in textwrap.wrap(f.description, 94)]
+            lines.append(tomli_w.dumps({key: value}).strip())
+    lines += [
+        "",
+        "# devices beyond the preset, e.g.:",
+        "# [[resources.svc]]",
+        '# name = "SVC9"',
+        '# bus = "18"',
+        "# q_min_mvar = -0.3",
+        "# q_max_mvar = 0.3",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def parse_value(text: str) -> Any:

@@ -322,3 +322,21 @@ def test_a_mode_without_devices_to_move_warns_loudly(tmp_path):
     r = _cli("check", "ieee33-ev-clustered", *sets, "--set", svc)
     assert r.returncode == 0 and "have no device mode 'clustered' may move" in r.stderr
     assert "C1" in r.stderr.split("cluster(s)")[1]
+
+
+def test_cli_init_writes_a_commented_scenario_that_validates(tmp_path):
+    r = _cli("init", "mine.toml", "--case", "ieee51", "--mode", "centralized", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "mine.toml").read_text()
+    assert text.startswith("# A clustersim scenario") and "# number of clusters" in text
+    sc = load_scenario(str(tmp_path / "mine.toml"))
+    assert (sc.name, sc.case.name, sc.resources.preset) == ("mine", "ieee51", "ieee51-ga")
+    assert sc.control.mode == "centralized"
+    assert _cli("check", "mine.toml", cwd=tmp_path).returncode == 0
+    again = _cli("init", "mine.toml", cwd=tmp_path)
+    assert again.returncode == 2 and "exists (--force replaces it)" in again.stderr
+    assert (tmp_path / "mine.toml").read_text() == text  # untouched
+    r = _cli("init", "plain.toml", "--case", "ieee69", cwd=tmp_path)  # a case without a preset
+    assert r.returncode == 0 and load_scenario(str(tmp_path / "plain.toml")).resources.preset == ""
+    bad = _cli("init", "bad.toml", "--case", "nosuch", cwd=tmp_path)
+    assert bad.returncode == 2 and not (tmp_path / "bad.toml").exists()
