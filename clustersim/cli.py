@@ -444,11 +444,27 @@ def _partition_context(case: str, seed: int):
 
 @command()
 def partition(
-    case: Annotated[str, typer.Argument(help="built-in case name or pandapower JSON path")],
-    method: Annotated[str, typer.Option("--method", "-m", help="partition method")] = "hi",
-    clusters: Annotated[int, typer.Option("--clusters", "-k", help="number of clusters")] = 5,
-    seed: Annotated[int, typer.Option(help="seed")] = 0,
-    min_size: Annotated[int, typer.Option("--min-size", help="minimum buses per cluster")] = 1,
+    case: Annotated[
+        str | None, typer.Argument(help="built-in case name or pandapower JSON path")
+    ] = None,
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            "--scenario",
+            "-s",
+            help="instead of CASE: the partition a run of this scenario starts with (its "
+            "[partition] table, seed, profiles and channel model)",
+        ),
+    ] = None,
+    set_: Annotated[list[str] | None, _set_option("with --scenario: override a key")] = None,
+    method: Annotated[str | None, typer.Option("--method", "-m", help="partition method")] = None,
+    clusters: Annotated[
+        int | None, typer.Option("--clusters", "-k", help="number of clusters [default: 5]")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="seed [default: 0; the scenario's]")] = None,
+    min_size: Annotated[
+        int | None, typer.Option("--min-size", help="minimum buses per cluster [default: 1]")
+    ] = None,
     max_size: Annotated[
         int | None, typer.Option("--max-size", help="maximum buses per cluster")
     ] = None,
@@ -457,24 +473,70 @@ def partition(
         Path | None, typer.Option("--out", "-o", help="write partition.json and a figure here")
     ] = None,
 ) -> None:
-    """Partition a case into clusters and pick their pilot buses."""
-    from clustersim.partition.methods import run_partition
-    from clustersim.results.partition import HEADLINE_METRICS, partition_doc, write_partition
+    """Partition a case into clusters C1..Ck and pick their pilot buses."""
+    from clustersim.results.partition import partition_doc, write_partition
 
-    ctx = _partition_context(case, seed)
-    p = run_partition(ctx, method, clusters, seed=seed, min_size=min_size, max_size=max_size)
+    options = {
+        "CASE": case,
+        "--method": method,
+        "--clusters": clusters,
+        "--min-size": min_size,
+        "--max-size": max_size,
+    }
+    if scenario is not None:
+        given = [k for k, v in options.items() if v is not None]
+        if given:
+            raise ClusterSimError(
+                f"--scenario takes its partition from the scenario: instead of {', '.join(given)} "
+                "use --set partition.<key>=value"
+            )
+        p, ctx, title = _scenario_partition(scenario, set_ or [], seed)
+    elif case is None:
+        raise ClusterSimError("give a CASE or --scenario")
+    else:
+        from clustersim.partition.methods import run_partition
+
+        ctx = _partition_context(case, seed or 0)
+        p = run_partition(
+            ctx,
+            method or "hi",
+            5 if clusters is None else clusters,
+            seed=seed or 0,
+            min_size=1 if min_size is None else min_size,
+            max_size=max_size,
+        )
+        title = f"{case}: {p.method}, {p.k} clusters"
     doc = partition_doc(p, ctx)
     if out is not None:
         write_partition(p, ctx, out)
     if as_json:
         sys.stdout.write(json.dumps(doc) + "\n")
         return
-    table = Table(title=f"{case}: {method}, {p.k} clusters", show_header=True)
+    _print_partition(doc, title)
+    if out is not None:
+        console.print(f"written: [bold]{out}[/]")
+
+
+def _scenario_partition(scenario: str, overrides: list[str], seed: int | None) -> Any:
+    """The partition a run of ``scenario`` starts with, its context and a title."""
+    from clustersim.assemble.build import scenario_partition
+    from clustersim.scenario import load_scenario
+
+    sc = load_scenario(scenario, overrides=overrides, seed=seed)
+    p, ctx = scenario_partition(sc)
+    return p, ctx, f"{sc.name} ({sc.case.name}): {p.method}, {p.k} clusters, as its runs start"
+
+
+def _print_partition(doc: dict[str, Any], title: str) -> None:
+    """The clusters of a partition document and its metrics and constraint checks."""
+    from clustersim.results.partition import HEADLINE_METRICS
+
+    table = Table(title=title, show_header=True)
     for col in ("cluster", "buses", "pilot", "size", "connected", "resources"):
         table.add_column(col)
     for c in doc["clusters"]:
         table.add_row(
-            str(c["id"]),
+            c["name"],
             " ".join(c["buses"]),
             c["pilot_bus"],
             str(c["size"]),
@@ -488,10 +550,8 @@ def partition(
             mt.add_row(k, _fmt(doc["metrics"][k]))
     for k, v in doc["constraints"].items():
         mt.add_row(k, "✓" if v else "×")
-    mt.add_row("runtime_s", _fmt(p.runtime_s))
+    mt.add_row("runtime_s", _fmt(doc["runtime_s"]))
     console.print(mt)
-    if out is not None:
-        console.print(f"written: [bold]{out}[/]")
 
 
 @command("partition-compare")
@@ -502,10 +562,16 @@ def partition_compare(
     min_size: Annotated[int, typer.Option("--min-size")] = 1,
     max_size: Annotated[int | None, typer.Option("--max-size")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="write partition-compare.csv, .md and .json here"),
+    ] = None,
 ) -> None:
     """Run every partition method and print the side-by-side table ([EVEC] Tables 1-2)."""
+    from clustersim.fileio import write_text
     from clustersim.partition.methods import method_names, run_partition
-    from clustersim.results.partition import partition_doc
+    from clustersim.results.partition import COMPARE_COLUMNS, compare_frame, partition_doc
+    from clustersim.results.tables import write_table
 
     ctx = _partition_context(case, seed)
     docs = []
@@ -517,47 +583,20 @@ def partition_compare(
             default=float("nan"),
         )
         docs.append(doc)
+    title = f"{case}: {clusters} clusters, seed {seed}"
+    frame = compare_frame(docs)
+    shown = frame.rename(columns=COMPARE_COLUMNS)
+    for col in ("connected", "size", "resources"):
+        shown[col] = shown[col].map({True: "✓", False: "×"})
+    if out is not None:
+        write_table(out, "partition-compare", frame, shown, title=title)
+        write_text(out / "partition-compare.json", json.dumps(docs, indent=1) + "\n")
     if as_json:
         sys.stdout.write(json.dumps(docs) + "\n")
         return
-    table = Table(title=f"{case}: {clusters} clusters, seed {seed}", show_header=True)
-    cols = (
-        "method",
-        "tau",
-        "modularity",
-        "alpha",
-        "beta",
-        "gamma",
-        "rho",
-        "k",
-        "connected",
-        "size",
-        "resources",
-        "Q comp − load min Mvar",
-        "runtime s",
-    )
-    for col in cols:
-        table.add_column(col, justify="left" if col == "method" else "right")
-
-    def tick(v: bool) -> str:
-        return "✓" if v else "×"
-
-    for d in docs:
-        m, c = d["metrics"], d["constraints"]
-        table.add_row(
-            d["method"],
-            *(
-                f"{m.get(k, float('nan')):.4f}"
-                for k in ("tau", "modularity", "alpha", "beta", "gamma", "rho")
-            ),
-            str(d["k"]),
-            tick(c.get("connected", False)),
-            tick(c.get("size_ok", False)),
-            tick(c.get("resources_ok", False)),
-            f"{d['balance_min']:.3g}",
-            f"{d['runtime_s']:.2f}",
-        )
-    console.print(table)
+    _print_frame(shown, title)
+    if out is not None:
+        console.print(f"written: [bold]{out}[/]")
 
 
 @command()

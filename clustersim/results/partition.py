@@ -9,6 +9,7 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+import pandas as pd
 
 from clustersim.fileio import write_text
 from clustersim.partition.core import Partition, PartitionContext
@@ -38,6 +39,7 @@ def partition_doc(p: Partition, ctx: PartitionContext) -> dict[str, Any]:
         clusters.append(
             {
                 "id": c,
+                "name": f"C{c + 1}",
                 "buses": [ctx.bus_labels[i] for i in nodes],
                 "pilot_bus": ctx.bus_labels[p.pilots[c]],
                 "size": len(nodes),
@@ -63,6 +65,44 @@ def partition_doc(p: Partition, ctx: PartitionContext) -> dict[str, Any]:
             "params": p.params,
         }
     )
+
+
+COMPARE_COLUMNS = {
+    "method": "method",
+    "tau": "tau",
+    "modularity": "modularity",
+    "alpha": "alpha",
+    "beta": "beta",
+    "gamma": "gamma",
+    "rho": "rho",
+    "k": "k",
+    "connected": "connected",
+    "size_ok": "size",
+    "resources_ok": "resources",
+    "balance_min": "Q comp − load min Mvar",
+    "runtime_s": "runtime s",
+}
+"""columns of the partition-compare table (machine name → header)"""
+
+
+def compare_frame(docs: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per method of ``partition-compare``: the headline metrics, k, the constraint
+    checks, the smallest reactive balance of a cluster and the runtime (machine names)."""
+    rows = []
+    for d in docs:
+        m, c = d["metrics"], d["constraints"]
+        rows.append(
+            {
+                "method": d["method"],
+                **{k: m.get(k, float("nan")) for k in ("tau", "modularity", "alpha", "beta")},
+                **{k: m.get(k, float("nan")) for k in ("gamma", "rho")},
+                "k": d["k"],
+                **{k: bool(c.get(k, False)) for k in ("connected", "size_ok", "resources_ok")},
+                "balance_min": d["balance_min"],
+                "runtime_s": d["runtime_s"],
+            }
+        )
+    return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
 
 
 def tree_layout(g: nx.Graph, root: int) -> dict[int, tuple[float, float]]:

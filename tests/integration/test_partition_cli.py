@@ -97,8 +97,10 @@ def test_partition_disconnected_network_is_refused(tmp_path):
     assert r.returncode == 2 and "not connected" in r.stderr, r.stderr
 
 
-def test_partition_compare_prints_every_method():
-    r = _cli("partition-compare", "ieee33", "--clusters", "4", "--seed", "0", "--json")
+def test_partition_compare_prints_every_method(tmp_path):
+    out = tmp_path / "pc"
+    args = ["partition-compare", "ieee33", "--clusters", "4", "--seed", "0", "--out", str(out)]
+    r = _cli(*args, "--json")
     assert r.returncode == 0, r.stderr
     docs = json.loads(r.stdout)
     from clustersim.partition.methods import method_names
@@ -106,6 +108,45 @@ def test_partition_compare_prints_every_method():
     assert [d["method"] for d in docs] == method_names()
     for d in docs:
         assert {"tau", "modularity", "rho"} <= set(d["metrics"])
+    # --out: the table as CSV (machine names), Markdown (the printed headers) and the documents
+    import pandas as pd
+
+    table = pd.read_csv(out / "partition-compare.csv")
+    assert list(table["method"]) == method_names()
+    assert table["tau"].tolist() == pytest.approx([d["metrics"]["tau"] for d in docs])
+    assert "Q comp − load min Mvar" in (out / "partition-compare.md").read_text()
+    assert json.loads((out / "partition-compare.json").read_text()) == docs
+    printed = _cli(*args[:-2])
+    assert (
+        printed.returncode == 0 and "modularity" in printed.stdout and "spectral" in printed.stdout
+    )
+
+
+def test_partition_of_a_scenario_is_the_one_its_runs_use(tmp_path):
+    """``partition --scenario S`` gives the clusters C1..Ck a run of S writes to partition.json
+    (its seed, size bounds, profiles and channel model), not the command's own defaults."""
+    r = _cli("partition", "--scenario", "ieee33-ev-clustered", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    run = _cli(
+        "run",
+        "ieee33-ev-clustered",
+        "--set",
+        "run.duration_h=0.25",
+        "--set",
+        "comm.transport=memory",
+        "-q",
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert run.returncode == 0, run.stderr
+    used = json.loads((tmp_path / "run" / "partition.json").read_text())
+    assert doc["clusters"] == used["clusters"] and doc["metrics"] == used["metrics"]
+    assert [c["name"] for c in doc["clusters"]] == ["C1", "C2", "C3", "C4", "C5"]
+    plain = json.loads(_cli("partition", "ieee33", "--json").stdout)
+    assert plain["clusters"] != doc["clusters"]  # the command's defaults differ (sizes 1..33)
+    clash = _cli("partition", "ieee33", "--scenario", "ieee33-ev-clustered")
+    assert clash.returncode == 2 and "--set partition.<key>=value" in clash.stderr
 
 
 @pytest.mark.slow
