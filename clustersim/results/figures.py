@@ -34,7 +34,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 
+from clustersim.assemble.build import resource_set
+from clustersim.errors import ClusterSimError
 from clustersim.fileio import atomic_write
+from clustersim.scenario import validate_scenario
 
 __all__ = [
     "FIGURE_SOURCES",
@@ -86,6 +89,16 @@ FIGURE_SOURCES: dict[str, FigureInfo] = {
         "the draw the child predicts and the one the parent assumed (middle), and their "
         "residuals (bottom, log scale).",
         ("coordination.parquet", "timeseries.parquet"),
+    ),
+    "voltage_envelope.png": FigureInfo(
+        "Lowest, mean and highest bus voltage per plant step, with the voltage limits.",
+        ("timeseries.parquet",),
+    ),
+    "devices.png": FigureInfo(
+        "Device trajectories: tap positions, capacitor steps, reactive power of SVCs and "
+        "inverters, storage state of charge and power, EV and exchange-station demand (a "
+        "panel with more than ten devices shows their range and mean).",
+        ("timeseries.parquet", "scenario.toml"),
     ),
     "pareto_*.png": FigureInfo(
         "The controller's final population and Pareto front at the control interval with the "
@@ -186,6 +199,109 @@ def voltage_heatmap(
     for lim in (vm_min_pu, vm_max_pu):
         cb.ax.axhline(lim, color="k", lw=1)
     return save_figure(fig, path, 110)
+
+
+def voltage_envelope(
+    path: Path,
+    timeseries: pd.DataFrame,
+    *,
+    vm_min_pu: float = 0.95,
+    vm_max_pu: float = 1.05,
+    title: str = "",
+) -> Path:
+    """Lowest, mean and highest of the ``vm_pu.<bus>`` columns per step, with the limits."""
+    plt = pyplot()
+    vm = timeseries[[c for c in timeseries.columns if c.startswith("vm_pu.")]].to_numpy(float)
+    hours = timeseries["time_s"].to_numpy(dtype=float) / 3600.0
+    with np.errstate(all="ignore"):
+        lo, mean, hi = np.nanmin(vm, axis=1), np.nanmean(vm, axis=1), np.nanmax(vm, axis=1)
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    ax.fill_between(hours, lo, hi, color="tab:blue", alpha=0.25, step="post", label="min–max")
+    ax.step(hours, mean, where="post", color="tab:blue", lw=1.2, label="mean over buses")
+    for lim in (vm_min_pu, vm_max_pu):
+        ax.axhline(lim, color="tab:red", ls="--", lw=1)
+    ax.set_xlabel("time (h)")
+    ax.set_ylabel("voltage (p.u.)")
+    ax.set_title(f"{title}voltage envelope; limits {vm_min_pu}–{vm_max_pu} p.u.")
+    ax.legend(loc="best", fontsize=8)
+    return save_figure(fig, path, 110)
+
+
+_MAX_LINES = 10
+"""a device panel draws one line per device up to this many, else their range and mean"""
+
+
+def _device_panels(
+    timeseries: pd.DataFrame, kinds: Mapping[str, str], capacity_mwh: Mapping[str, float]
+) -> list[tuple[str, pd.DataFrame]]:
+    """(y label, one column per device) of each device panel that has data."""
+    cols = list(timeseries.columns)
+
+    def pick(suffix: str, want: set[str] | None = None) -> pd.DataFrame:
+        names = [c for c in cols if c.endswith(suffix) and not c.startswith("vm_pu.")]
+        if want is not None:  # the devices themselves, not their parts (an exchange's battery)
+            names = [c for c in names if kinds.get(c.removesuffix(suffix)) in want]
+        return timeseries[names].rename(columns=lambda c: c.removesuffix(suffix))
+
+    energy = pick(".energy_mwh")
+    soc = energy.apply(lambda s: 100.0 * s / capacity_mwh[s.name] if s.name in capacity_mwh else s)
+    soc_label = "state of charge %" if set(energy.columns) <= set(capacity_mwh) else "energy MWh"
+    storage_p = timeseries[[f"{n}.p_mw" for n in energy.columns if f"{n}.p_mw" in cols]]
+    panels = [
+        ("tap position", pick(".tap_pos")),
+        ("capacitor steps", pick(".step")),
+        ("reactive power Mvar", pick(".q_mvar")),
+        (soc_label, soc),
+        ("storage power MW (charging > 0)", storage_p.rename(columns=lambda c: c[:-5])),
+        ("EV / exchange demand MW", pick(".p_mw", {"ev", "exchange"})),
+    ]
+    return [(label, frame) for label, frame in panels if frame.shape[1]]
+
+
+def device_trajectories(
+    path: Path,
+    timeseries: pd.DataFrame,
+    *,
+    kinds: Mapping[str, str] | None = None,
+    capacity_mwh: Mapping[str, float] | None = None,
+    title: str = "",
+) -> Path | None:
+    """One panel per device quantity over the run (module registry ``devices.png``); ``kinds``:
+    device name → kind, ``capacity_mwh``: storage name → capacity (for the state of charge).
+    ``None`` when the run has no devices."""
+    panels = _device_panels(timeseries, kinds or {}, capacity_mwh or {})
+    if not panels:
+        return None
+    plt = pyplot()
+    hours = timeseries["time_s"].to_numpy(dtype=float) / 3600.0
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.0 * len(panels) + 0.8), sharex=True)
+    for ax, (label, frame) in zip(np.atleast_1d(axes), panels, strict=True):
+        if frame.shape[1] <= _MAX_LINES:
+            for name in frame.columns:
+                ax.step(hours, frame[name].to_numpy(float), where="post", lw=1, label=name)
+            ax.legend(fontsize=7, ncol=min(5, frame.shape[1]), loc="upper left")
+        else:
+            v = frame.to_numpy(float)
+            ax.fill_between(hours, v.min(axis=1), v.max(axis=1), alpha=0.3, step="post")
+            ax.step(hours, v.mean(axis=1), where="post", lw=1.2, label=f"mean of {v.shape[1]}")
+            ax.legend(fontsize=7, loc="upper left")
+        ax.set_ylabel(label, fontsize=8)
+    np.atleast_1d(axes)[-1].set_xlabel("time (h)")
+    fig.suptitle(f"{title}device trajectories")
+    return save_figure(fig, path, 110)
+
+
+def _devices_of(doc: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, float]]:
+    """Device name → kind and storage name → capacity of a results folder's scenario (empty
+    when the scenario cannot be read back)."""
+    try:
+        rs = resource_set(validate_scenario(dict(doc), source="scenario.toml"))
+    except ClusterSimError:
+        return {}, {}
+    kinds = {d.name: str(d.kind) for d in rs.devices}
+    capacity = {d.name: d.e_mwh for d in rs.devices if d.kind == "ess"}
+    capacity |= {f"{d.name}:battery": d.e_mwh for d in rs.devices if d.kind == "exchange"}
+    return kinds, capacity
 
 
 # ----------------------------------------------------------------------------- pareto fronts
@@ -549,10 +665,11 @@ def _read_parquet(path: Path) -> pd.DataFrame | None:
 
 def draw_run_figures(folder: Path) -> list[Path]:
     """Draw every table-based figure of the run results folder ``folder`` into
-    ``folder/figures`` from the folder's own files (``scenario.toml`` for the title and the
-    limits): the voltage heatmap, the Pareto figures (when ``pareto.parquet`` has rows), the
-    message timeline (when ``messages.parquet`` has rows) and the KPI bars. Returns the paths
-    written. ``partition.png`` is drawn with the partition itself (it needs the grid)."""
+    ``folder/figures`` from the folder's own files (``scenario.toml`` for the title, the limits
+    and the devices): the voltage heatmap and envelope, the device trajectories, the Pareto
+    figures (when ``pareto.parquet`` has rows), the coordination rounds, the message timeline
+    (when ``messages.parquet`` has rows) and the KPI bars. Returns the paths written.
+    ``partition.png`` is drawn with the partition itself (it needs the grid)."""
     folder = Path(folder)
     figs = folder / "figures"
     doc: dict[str, Any] = {}
@@ -569,38 +686,10 @@ def draw_run_figures(folder: Path) -> list[Path]:
     title = f"{name} ({mode}, seed {seed}): "
     vm_min = float(run.get("vm_min_pu", 0.95))
     vm_max = float(run.get("vm_max_pu", 1.05))
-    step_s = float(run.get("plant_step_s", summary.get("plant_step_s", 60)))
     written: list[Path] = []
     ts = _read_parquet(folder / "timeseries.parquet")
     if ts is not None:
-        written.append(
-            voltage_heatmap(
-                figs / "voltage_heatmap.png",
-                ts,
-                vm_min_pu=vm_min,
-                vm_max_pu=vm_max,
-                plant_step_s=step_s,
-                title=title,
-            )
-        )
-        pareto = _read_parquet(folder / "pareto.parquet")
-        if pareto is not None and not pareto.empty:
-            written += pareto_figures(
-                figs,
-                pareto,
-                ts,
-                interval_s=float(ctl.get("interval_s", 900)),
-                plant_step_s=step_s,
-                title=title,
-            )
-        coord = _read_parquet(folder / "coordination.parquet")
-        if coord is not None and not coord.empty:
-            n = worst_interval(
-                ts, interval_s=float(ctl.get("interval_s", 900)), plant_step_s=step_s
-            )
-            got = coordination_rounds(figs / "coordination.png", coord, n, title=title)
-            if got is not None:
-                written.append(got)
+        written += _timeseries_figures(folder, ts, doc, summary, title)
     messages = _read_parquet(folder / "messages.parquet")
     if messages is not None and not messages.empty:
         got = messages_timeline(figs / "messages_timeline.png", messages, title=title)
@@ -615,4 +704,46 @@ def draw_run_figures(folder: Path) -> list[Path]:
                 title=title,
             )
         )
+    return written
+
+
+def _timeseries_figures(
+    folder: Path, ts: pd.DataFrame, doc: Mapping[str, Any], summary: Mapping[str, Any], title: str
+) -> list[Path]:
+    """The figures of :func:`draw_run_figures` drawn from ``timeseries.parquet`` (``ts``),
+    alone or with the Pareto and coordination tables."""
+    figs = folder / "figures"
+    run, ctl = doc.get("run", {}), doc.get("control", {})
+    vm_min = float(run.get("vm_min_pu", 0.95))
+    vm_max = float(run.get("vm_max_pu", 1.05))
+    step_s = float(run.get("plant_step_s", summary.get("plant_step_s", 60)))
+    interval_s = float(ctl.get("interval_s", 900))
+    written = [
+        voltage_heatmap(
+            figs / "voltage_heatmap.png",
+            ts,
+            vm_min_pu=vm_min,
+            vm_max_pu=vm_max,
+            plant_step_s=step_s,
+            title=title,
+        ),
+        voltage_envelope(
+            figs / "voltage_envelope.png", ts, vm_min_pu=vm_min, vm_max_pu=vm_max, title=title
+        ),
+    ]
+    kinds, capacity = _devices_of(doc)
+    got = device_trajectories(
+        figs / "devices.png", ts, kinds=kinds, capacity_mwh=capacity, title=title
+    )
+    written += [got] if got is not None else []
+    pareto = _read_parquet(folder / "pareto.parquet")
+    if pareto is not None and not pareto.empty:
+        written += pareto_figures(
+            figs, pareto, ts, interval_s=interval_s, plant_step_s=step_s, title=title
+        )
+    coord = _read_parquet(folder / "coordination.parquet")
+    if coord is not None and not coord.empty:
+        n = worst_interval(ts, interval_s=interval_s, plant_step_s=step_s)
+        got = coordination_rounds(figs / "coordination.png", coord, n, title=title)
+        written += [got] if got is not None else []
     return written

@@ -133,33 +133,61 @@ def tree_layout(g: nx.Graph, root: int) -> dict[int, tuple[float, float]]:
 
 
 def draw_partition(p: Partition, ctx: PartitionContext, path: Path) -> None:
-    """Network coloured by cluster, pilots marked (bus coordinates when the case has them)."""
+    """The feeder coloured by cluster (legend C1..Ck), pilot buses as stars, ties between
+    clusters dashed. A radial feeder is drawn as a single-line diagram (:func:`tree_layout`,
+    which keeps its shape); a meshed one at its bus coordinates, else a spring layout. Bus
+    labels sit beside their markers (up to 70 buses)."""
     plt = pyplot()
-    if ctx.coords is not None:
+    from matplotlib.lines import Line2D
+
+    g = ctx.graph
+    if nx.is_tree(g):
+        pos = tree_layout(g, ctx.slack)
+    elif ctx.coords is not None:
         pos = {i: (float(ctx.coords[i, 0]), float(ctx.coords[i, 1])) for i in range(ctx.n)}
     else:
-        pos = tree_layout(ctx.graph, ctx.slack)
+        pos = nx.spring_layout(g, seed=0)
     cmap = plt.get_cmap("tab20" if p.k > 10 else "tab10")
     colors = [cmap(int(c) % cmap.N) for c in p.labels]
-    size = max(4.0, min(14.0, 0.08 * ctx.n + 4))
-    fig, ax = plt.subplots(figsize=(size, 0.7 * size))
-    nx.draw_networkx_edges(ctx.graph, pos, ax=ax, edge_color="0.6", width=1.0)
-    nx.draw_networkx_nodes(ctx.graph, pos, ax=ax, node_color=colors, node_size=60, linewidths=0)
+    xs, ys = np.array([v[0] for v in pos.values()]), np.array([v[1] for v in pos.values()])
+    span_x, span_y = float(np.ptp(xs)) or 1.0, float(np.ptp(ys)) or 1.0
+    fig, ax = plt.subplots(
+        figsize=(min(16.0, max(6.0, 0.45 * span_x + 2)), min(12.0, max(3.5, 0.55 * span_y + 2)))
+    )
+    inside = [(u, v) for u, v in g.edges if p.labels[u] == p.labels[v]]
+    ties = [(u, v) for u, v in g.edges if p.labels[u] != p.labels[v]]
+    nx.draw_networkx_edges(g, pos, edgelist=inside, ax=ax, edge_color="0.55", width=1.2)
+    nx.draw_networkx_edges(g, pos, edgelist=ties, ax=ax, edge_color="0.3", width=1.2, style="--")
+    others = [i for i in range(ctx.n) if i not in set(p.pilots)]
     nx.draw_networkx_nodes(
-        ctx.graph,
+        g, pos, nodelist=others, ax=ax, node_color=[colors[i] for i in others], node_size=70
+    )
+    nx.draw_networkx_nodes(
+        g,
         pos,
         nodelist=p.pilots,
         ax=ax,
         node_color=[colors[i] for i in p.pilots],
-        node_size=220,
+        node_size=260,
         node_shape="*",
         edgecolors="k",
-        linewidths=0.8,
+        linewidths=0.6,
     )
     if ctx.n <= 70:
+        offset = 0.06 * span_y
+        label_pos = {i: (x, y + offset) for i, (x, y) in pos.items()}
         nx.draw_networkx_labels(
-            ctx.graph, pos, labels=dict(enumerate(ctx.bus_labels)), ax=ax, font_size=6
+            g, label_pos, labels=dict(enumerate(ctx.bus_labels)), ax=ax, font_size=7
         )
+    handles = [
+        Line2D([], [], marker="o", ls="", color=cmap(c % cmap.N), label=f"C{c + 1}")
+        for c in range(p.k)
+    ]
+    handles += [
+        Line2D([], [], marker="*", ls="", color="0.5", mec="k", ms=11, label="pilot bus"),
+        Line2D([], [], color="0.3", ls="--", label="tie between clusters"),
+    ]
+    ax.legend(handles=handles, fontsize=8, loc="best", ncol=1 if p.k <= 10 else 2)
     ok = (
         "all constraints met"
         if all(p.constraints.get(k, True) for k in ("connected", "size_ok", "resources_ok"))
@@ -168,7 +196,7 @@ def draw_partition(p: Partition, ctx: PartitionContext, path: Path) -> None:
             k for k in ("connected", "size_ok", "resources_ok") if not p.constraints.get(k, True)
         )
     )
-    ax.set_title(f"{ctx.name}: {p.method}, {p.k} clusters (★ pilot bus); {ok}")
+    ax.set_title(f"{ctx.name}: {p.method}, {p.k} clusters; {ok}")
     ax.set_axis_off()
     save_figure(fig, path, 110)
 

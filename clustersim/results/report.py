@@ -328,7 +328,15 @@ def _figure_meta(folder: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-_FIG_ORDER = ("kpi_bars", "voltage_heatmap", "partition", "messages_timeline", "pareto_")
+_FIG_ORDER = (
+    "kpi_bars",
+    "voltage_heatmap",
+    "voltage_envelope",
+    "devices",
+    "partition",
+    "messages_timeline",
+    "pareto_",
+)
 
 
 def _fig_key(p: Path) -> tuple[int, str]:

@@ -110,6 +110,7 @@ def test_run_folder_has_figures_from_its_tables_and_a_report(runs):
     out = runs["clustered"]
     figs = {p.name for p in (out / "figures").iterdir()}
     assert {"voltage_heatmap.png", "partition.png", "messages_timeline.png", "kpi_bars.png"} <= figs
+    assert {"voltage_envelope.png", "devices.png"} <= figs
     assert (out / "report.html").is_file() and not list(out.rglob("*.part"))
     # one Pareto figure per controller with a front at the interval of the worst voltage
     pareto = pd.read_parquet(out / "pareto.parquet")
@@ -145,7 +146,13 @@ def test_run_folder_has_figures_from_its_tables_and_a_report(runs):
 def test_none_run_has_no_message_figures(runs):
     out = runs["none"]
     figs = {p.name for p in (out / "figures").iterdir()}
-    assert figs == {"voltage_heatmap.png", "partition.png", "kpi_bars.png"}
+    assert figs == {
+        "voltage_heatmap.png",
+        "voltage_envelope.png",
+        "devices.png",
+        "partition.png",
+        "kpi_bars.png",
+    }
     assert not (out / "messages.parquet").exists() and not (out / "pareto.parquet").exists()
     text, page = _parse(out / "report.html")
     _self_contained(text, page)

@@ -60,6 +60,8 @@ def test_results_folder(short_run):
     )
     assert {p.name for p in (out / "figures").iterdir()} == {
         "voltage_heatmap.png",
+        "voltage_envelope.png",
+        "devices.png",
         "partition.png",
         "kpi_bars.png",
     }
