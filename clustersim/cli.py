@@ -852,19 +852,21 @@ def compare(
 
 @command()
 def sweep(
-    scenario: Annotated[str, typer.Argument(help="scenario TOML path or built-in name")],
+    scenario: Annotated[
+        str | None, typer.Argument(help="scenario TOML path or built-in name")
+    ] = None,
     grid: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--grid",
             "-g",
             metavar="TABLE.KEY=V1,V2,...",
             help="grid axis (repeatable; values parsed like --set values)",
         ),
-    ],
+    ] = None,
     repeats: Annotated[
-        int, typer.Option("--repeats", "-r", min=1, help="runs per point, seeds derived")
-    ] = 1,
+        int | None, typer.Option("--repeats", "-r", min=1, help="runs per point [default: 1]")
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder")] = None,
     seed: Annotated[int | None, typer.Option(help="base seed (default: run.seed)")] = None,
     set_: _SetOpt = None,
@@ -874,6 +876,14 @@ def sweep(
             "--kpi", metavar="KPI", help="summary.json KPI to draw (repeatable; default: headline)"
         ),
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            metavar="FOLDER",
+            help="finish the sweep in FOLDER: run only its missing or failed points",
+        ),
+    ] = None,
     jobs: _JobsOpt = 1,
     quiet: _QuietOpt = False,
     overwrite: _OverwriteOpt = False,
@@ -881,18 +891,32 @@ def sweep(
     """Run a scenario over a parameter grid (with repeats, in processes); write sweep.parquet,
     sweep.csv and KPI-vs-parameter figures."""
     from clustersim.studies.jobs import default_out
-    from clustersim.studies.sweep import plan_sweep, run_sweep
+    from clustersim.studies.sweep import plan_sweep, resume_sweep, run_sweep
 
-    plan = plan_sweep(
-        scenario, grid, repeats=repeats, overrides=set_ or [], seed=seed, kpis=kpi or ()
-    )
-    out = out or default_out("sweep", plan.name)
-    with _results_in(out):
-        with _experiment_bar(quiet, jobs == 1) as hooks:
-            res = run_sweep(plan, out, n_jobs=jobs, kpis=kpi, hooks=hooks, overwrite=overwrite)
+    if resume is not None:
+        given: dict[str, Any] = {"SCENARIO": scenario, "--grid": grid, "--repeats": repeats}
+        given |= {"--seed": seed, "--set": set_, "--out": out, "--overwrite": overwrite}
+        clash = [k for k, v in given.items() if v not in (None, False, [])]
+        if clash:
+            raise ClusterSimError(
+                f"--resume takes the sweep's plan from its folder: drop {', '.join(clash)}"
+            )
+        with _results_in(resume):
+            with _experiment_bar(quiet, jobs == 1) as hooks:
+                res = resume_sweep(resume, n_jobs=jobs, kpis=kpi, hooks=hooks)
+    elif scenario is None or not grid:
+        raise ClusterSimError("give a SCENARIO and at least one --grid (or --resume FOLDER)")
+    else:
+        plan = plan_sweep(
+            scenario, grid, repeats=repeats or 1, overrides=set_ or [], seed=seed, kpis=kpi or ()
+        )
+        out = out or default_out("sweep", plan.name)
+        with _results_in(out):
+            with _experiment_bar(quiet, jobs == 1) as hooks:
+                res = run_sweep(plan, out, n_jobs=jobs, kpis=kpi, hooks=hooks, overwrite=overwrite)
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
-    _print_frame(res.shown, f"sweep of {plan.name}", quiet)
+    _print_frame(res.shown, f"sweep of {res.plan.name}", quiet)
     _end_experiment(res.out_dir, res.outcomes)
 
 

@@ -188,13 +188,16 @@ def _clear(out_dir: Path) -> None:
 
 
 @contextmanager
-def claim_out_dir(out_dir: Path, *, overwrite: bool = False) -> Iterator[Path]:
+def claim_out_dir(
+    out_dir: Path, *, overwrite: bool = False, resume: bool = False
+) -> Iterator[Path]:
     """Hold ``out_dir`` for writing (created if absent) until the block ends: its lock
-    (:func:`clustersim.fileio.folder_lock`), and its contents removed when ``overwrite``.
-    ClusterSimError, before anything is written, when another process holds the folder (naming
-    its pid) or, without ``overwrite``, when the folder is not empty."""
+    (:func:`clustersim.fileio.folder_lock`), and its contents removed when ``overwrite``, kept
+    when ``resume`` (an experiment that adds what it misses). ClusterSimError, before anything
+    is written, when another process holds the folder (naming its pid) or, without
+    ``overwrite`` or ``resume``, when the folder is not empty."""
     out_dir = Path(out_dir)
-    if not overwrite:
+    if not (overwrite or resume):
         _refuse_used(out_dir)
     with ExitStack() as stack:
         try:
@@ -203,7 +206,7 @@ def claim_out_dir(out_dir: Path, *, overwrite: bool = False) -> Iterator[Path]:
             raise _busy_error(exc) from None
         if overwrite:
             _clear(out_dir)
-        else:
+        elif not resume:
             _refuse_used(out_dir, held=True)  # again: a writer may have come in between
         yield out_dir
 
@@ -266,18 +269,22 @@ def _forget_or_record(out_dir: Path, exc: BaseException) -> bool:
 
 @contextmanager
 def results_folder(
-    out_dir: Path, *, overwrite: bool = False, required: Iterable[str] = ()
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    required: Iterable[str] = (),
 ) -> Iterator[Path]:
     """Write a results folder in the block (module docstring): claim it
-    (:func:`claim_out_dir`), mark it incomplete (``running``), yield it; when the block ends
-    normally mark it complete (the ``required`` files must be there), when it raises record why
-    and raise again. A block that fails before writing anything leaves no marker, and no folder
-    when the folder did not exist before."""
+    (:func:`claim_out_dir`, ``resume``: keeping what it holds), mark it incomplete
+    (``running``), yield it; when the block ends normally mark it complete (the ``required``
+    files must be there), when it raises record why and raise again. A block that fails before
+    writing anything leaves no marker, and no folder when the folder did not exist before."""
     out_dir = Path(out_dir)
     existed = out_dir.exists()
     nothing_written = False
     try:
-        with claim_out_dir(out_dir, overwrite=overwrite):
+        with claim_out_dir(out_dir, overwrite=overwrite, resume=resume):
             try:
                 write_marker(out_dir, complete=False, reason=RUNNING)
                 yield out_dir

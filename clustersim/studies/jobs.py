@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from clustersim.assemble.seeds import spawn_seeds
 from clustersim.errors import ClusterSimError
-from clustersim.fileio import safe_label, write_text
+from clustersim.fileio import incomplete_reason, safe_label, write_text
 from clustersim.runner import run_scenario
 from clustersim.scenario import load_scenario
 
@@ -40,6 +40,7 @@ __all__ = [
     "Job",
     "Outcome",
     "default_out",
+    "finished_outcome",
     "repeat_seeds",
     "run_jobs",
 ]
@@ -158,6 +159,15 @@ def _outcome(job: Job, res: dict[str, Any]) -> Outcome:
             out.error = f"run wrote no readable summary.json ({exc})"
             out.error_type = type(exc).__name__
     return out
+
+
+def finished_outcome(job: Job) -> Outcome | None:
+    """The outcome of a job whose run folder is complete (its summary read back); ``None``
+    when the run is missing, failed or unfinished."""
+    if incomplete_reason(job.out_dir) is not None:
+        return None
+    out = _outcome(job, {})
+    return out if out.ok else None
 
 
 def run_jobs(jobs: Sequence[Job], n_jobs: int = 1, hooks: Hooks | None = None) -> list[Outcome]:

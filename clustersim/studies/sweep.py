@@ -30,6 +30,7 @@ then ``complete.json`` says ``interrupted``), and every finished run keeps its f
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import types
 import typing
@@ -42,7 +43,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from clustersim.errors import ScenarioError
+from clustersim.errors import ClusterSimError, ScenarioError
 from clustersim.fileio import atomic_write, safe_label, write_json
 from clustersim.results.figures import pyplot, save_figure
 from clustersim.results.report import write_report
@@ -55,7 +56,14 @@ from clustersim.results.tables import (
 )
 from clustersim.runner import results_folder
 from clustersim.scenario import Scenario, load_scenario, parse_value
-from clustersim.studies.jobs import Hooks, Job, Outcome, repeat_seeds, run_jobs
+from clustersim.studies.jobs import (
+    Hooks,
+    Job,
+    Outcome,
+    finished_outcome,
+    repeat_seeds,
+    run_jobs,
+)
 
 __all__ = [
     "DEFAULT_KPIS",
@@ -426,6 +434,70 @@ def run_sweep(
     return res
 
 
+def resume_sweep(
+    out_dir: Path,
+    *,
+    n_jobs: int = 1,
+    kpis: Sequence[str] | None = None,
+    hooks: Hooks | None = None,
+) -> SweepResult:
+    """Finish the sweep in ``out_dir``: its plan read back from ``sweep.json`` (and checked
+    again), only the runs that are missing, failed or unfinished run, the tables, figures and
+    report rewritten over all of them. ``kpis``: default those the sweep drew."""
+    out_dir = Path(out_dir)
+    try:
+        doc = json.loads((out_dir / "sweep.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ClusterSimError(
+            f"{out_dir}: no readable sweep.json ({exc}): not a sweep folder, or one whose "
+            "sweep stopped before writing its plan"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("kind") != "sweep":
+        raise ClusterSimError(f"{out_dir}: sweep.json is not a sweep's plan")
+    specs = [f"{k}={','.join(vs)}" for k, vs in doc["grid_text"].items()]
+    asked = list(kpis or doc.get("kpis") or ())
+    plan = plan_sweep(
+        doc["scenario"],
+        specs,
+        repeats=int(doc["repeats"]),
+        overrides=doc.get("overrides", []),
+        seed=int(doc["seed"]),
+        kpis=asked,
+    )
+    if plan.seeds != doc.get("seeds"):
+        raise ClusterSimError(f"{out_dir}: the plan read back gives other seeds than sweep.json")
+    with results_folder(out_dir, resume=True, required=SWEEP_FILES):
+        res = sweep_runs(plan, out_dir, n_jobs=n_jobs, kpis=asked or None, hooks=hooks, resume=True)
+        write_report(out_dir, "sweep")
+    return res
+
+
+def _run_missing(
+    jobs: Sequence[Job], n_jobs: int, hooks: Hooks | None, resume: bool
+) -> list[Outcome]:
+    """The outcomes of ``jobs`` in order: with ``resume`` those already complete read back,
+    the others run (:func:`~clustersim.studies.jobs.run_jobs`, whose interrupt carries the
+    outcomes so far, merged the same way)."""
+    done: dict[int, Outcome] = {}
+    for i, job in enumerate(jobs if resume else ()):
+        out = finished_outcome(job)
+        if out is not None:
+            done[i] = out
+    todo = [i for i in range(len(jobs)) if i not in done]
+
+    def merged(ran: Sequence[Outcome]) -> list[Outcome]:
+        got = dict(zip(todo, ran, strict=True))
+        return [done.get(i) or got[i] for i in range(len(jobs))]
+
+    try:
+        return merged(run_jobs([jobs[i] for i in todo], n_jobs, hooks))
+    except KeyboardInterrupt as exc:
+        partial = getattr(exc, "outcomes", None)
+        if partial is not None:
+            exc.outcomes = merged(partial)  # type: ignore[attr-defined]
+        raise
+
+
 def sweep_runs(
     plan: SweepPlan,
     out_dir: Path,
@@ -433,19 +505,23 @@ def sweep_runs(
     n_jobs: int = 1,
     kpis: Sequence[str] | None = None,
     hooks: Hooks | None = None,
+    resume: bool = False,
 ) -> SweepResult:
-    """Run the plan's jobs and write the sweep's tables and figures into ``out_dir``, a folder
-    the caller holds (:func:`run_sweep`, a study of :mod:`clustersim.studies.reproduce`); no
-    report."""
+    """Run the plan's jobs (``resume``: only those whose run folder is not complete) and write
+    the sweep's tables and figures into ``out_dir``, a folder the caller holds
+    (:func:`run_sweep`, :func:`resume_sweep`, a study of :mod:`clustersim.studies.reproduce`);
+    no report. ``sweep.json`` holds the plan from the start, so that an interrupted sweep can be
+    resumed."""
     jobs = plan.jobs(out_dir)
     doc = _sweep_doc(plan, n_jobs)
+    doc["kpis"] = list(kpis or [])
+    write_json(out_dir / "sweep.json", {**doc, "interrupted": True})
     try:
-        outcomes = run_jobs(jobs, n_jobs, hooks)
+        outcomes = _run_missing(jobs, n_jobs, hooks, resume)
     except KeyboardInterrupt as exc:
         partial = getattr(exc, "outcomes", None)
         if partial is not None:
             _write_frame(out_dir, _rows(plan, partial))
-            write_json(out_dir / "sweep.json", {**doc, "interrupted": True})
         raise
     _write_frame(out_dir, _rows(plan, outcomes))
     frame = pd.read_parquet(out_dir / "sweep.parquet")

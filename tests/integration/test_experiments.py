@@ -8,6 +8,7 @@ the longer reproduce studies are marked slow.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,18 @@ import pytest
 from typer.testing import CliRunner
 
 from clustersim.cli import app
+from clustersim.fileio import incomplete_reason, write_marker
 from clustersim.results.tables import WALL_CLOCK_KEYS
 from clustersim.runner import run_scenario
 from clustersim.scenario import load_scenario
-from clustersim.studies.jobs import Job, repeat_seeds, run_jobs
-from clustersim.studies.sweep import check_key, parse_grid, point_table, sweep_figures
+from clustersim.studies.jobs import Hooks, Job, repeat_seeds, run_jobs
+from clustersim.studies.sweep import (
+    check_key,
+    parse_grid,
+    point_table,
+    resume_sweep,
+    sweep_figures,
+)
 
 # 1 h = 4 control intervals, 12 plant steps of 5 min
 SHORT = [
@@ -266,6 +274,34 @@ def test_sweep_unknown_kpi_is_refused_before_running(tmp_path):
     line = _one_error_line(r)
     assert "--kpi: unknown KPI 'violation'" in line and "voltage_violation_bus_hours" in line
     assert r.exit_code == 2 and not (tmp_path / "o").exists()
+
+
+def test_sweep_resume_runs_only_what_is_missing_or_failed(tmp_path):
+    """A sweep whose run folders were lost or left unfinished: ``--resume`` runs those and only
+    those, keeps the finished ones (not rewritten), and ends with the same table as the whole
+    sweep had; a folder that is not a sweep, or a resume with a new plan, is one line, exit 2."""
+    out = tmp_path / "sw"
+    base = ["sweep", "ieee33-ev-none", "--grid", "comm.loss.p=0,0.1,0.2", "--out", str(out)]
+    r = _cli(*base, "-q", *_sets("run.duration_h=0.25", "run.plant_step_s=300"))
+    assert r.exit_code == 0, r.stderr
+    before = pd.read_parquet(out / "sweep.parquet")
+    runs = sorted((out / "runs").iterdir())
+    shutil.rmtree(runs[0])  # lost
+    write_marker(runs[2], complete=False, reason="killed")  # unfinished
+    kept = (runs[1] / "summary.json").stat().st_mtime_ns
+    done: list[str] = []
+    res = resume_sweep(out, hooks=Hooks(on_done=lambda o, n, t: done.append(o.job.label)))
+    assert done == [runs[0].name, runs[2].name]
+    assert (runs[1] / "summary.json").stat().st_mtime_ns == kept
+    after = pd.read_parquet(out / "sweep.parquet")
+    cols = [c for c in before.columns if c not in WALL_CLOCK_KEYS]
+    pd.testing.assert_frame_equal(after[cols], before[cols])
+    assert res.failed == [] and incomplete_reason(out) is None
+    assert _cli("sweep", "--resume", str(out), "-q").exit_code == 0  # nothing left: no run
+    line = _one_error_line(_cli("sweep", "--resume", str(tmp_path)))
+    assert "no readable sweep.json" in line
+    line = _one_error_line(_cli("sweep", "--resume", str(out), "--grid", "comm.loss.p=0"))
+    assert "drop --grid" in line
 
 
 def test_the_printed_sweep_table_keeps_the_spread_over_repeats():
