@@ -10,6 +10,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
 
 from clustersim.fileio import write_text
 from clustersim.partition.core import Partition, PartitionContext
@@ -138,8 +139,6 @@ def draw_partition(p: Partition, ctx: PartitionContext, path: Path) -> None:
     which keeps its shape); a meshed one at its bus coordinates, else a spring layout. Bus
     labels sit beside their markers (up to 70 buses)."""
     plt = pyplot()
-    from matplotlib.lines import Line2D
-
     g = ctx.graph
     if nx.is_tree(g):
         pos = tree_layout(g, ctx.slack)
