@@ -406,7 +406,17 @@ def test_reproduce_delay_sweep_quick(tmp_path):
     """The quick study: every protocol at the base point, at 30 s latency and at 30 % burst
     loss, two seeds each; one factor moved at a time, and the channel shows where it moved."""
     out = tmp_path / "rep"
-    r = _cli("reproduce", "delay-sweep", "--quick", "--out", str(out), "-q", *_sets(*SHORT))
+    r = _cli(
+        "reproduce",
+        "delay-sweep",
+        "--quick",
+        "--jobs",
+        "2",
+        "--out",
+        str(out),
+        "-q",
+        *_sets(*SHORT),
+    )
     assert r.exit_code == 0, r.stderr
     assert r.stdout.split() == ["results:", str(out)]
     table = pd.read_csv(out / "delay-sweep.csv")
