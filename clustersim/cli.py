@@ -718,6 +718,15 @@ _SetOpt = Annotated[
     list[str] | None,
     _set_option("override a scenario key of every run (repeatable)"),
 ]
+_SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        envvar="CLUSTERSIM_SCHEDULER",
+        metavar="ADDRESS",
+        help="run on this Dask scheduler (tcp://host:8786) instead of local processes",
+    ),
+]
 _JobsOpt = Annotated[
     int, typer.Option("--jobs", "-j", min=1, help="runs at a time, each in its own process")
 ]
@@ -827,6 +836,7 @@ def compare(
     ] = None,
     set_: _SetOpt = None,
     jobs: _JobsOpt = 1,
+    scheduler: _SchedulerOpt = None,
     quiet: _QuietOpt = False,
     overwrite: _OverwriteOpt = False,
 ) -> None:
@@ -836,7 +846,7 @@ def compare(
     from clustersim.studies.jobs import default_out
 
     out = out or default_out("compare")
-    with _experiment_bar(quiet, jobs == 1) as hooks:
+    with _experiment_bar(quiet, jobs == 1 and not scheduler) as hooks:
         res = run_compare(
             scenarios,
             out,
@@ -845,6 +855,7 @@ def compare(
             n_jobs=jobs,
             hooks=hooks,
             overwrite=overwrite,
+            scheduler=scheduler,
         )
     _print_frame(res.shown, "compare", quiet)
     _end_experiment(out, res.outcomes)
@@ -885,6 +896,7 @@ def sweep(
         ),
     ] = None,
     jobs: _JobsOpt = 1,
+    scheduler: _SchedulerOpt = None,
     quiet: _QuietOpt = False,
     overwrite: _OverwriteOpt = False,
 ) -> None:
@@ -902,8 +914,8 @@ def sweep(
                 f"--resume takes the sweep's plan from its folder: drop {', '.join(clash)}"
             )
         with _results_in(resume):
-            with _experiment_bar(quiet, jobs == 1) as hooks:
-                res = resume_sweep(resume, n_jobs=jobs, kpis=kpi, hooks=hooks)
+            with _experiment_bar(quiet, jobs == 1 and not scheduler) as hooks:
+                res = resume_sweep(resume, n_jobs=jobs, kpis=kpi, hooks=hooks, scheduler=scheduler)
     elif scenario is None or not grid:
         raise ClusterSimError("give a SCENARIO and at least one --grid (or --resume FOLDER)")
     else:
@@ -912,8 +924,16 @@ def sweep(
         )
         out = out or default_out("sweep", plan.name)
         with _results_in(out):
-            with _experiment_bar(quiet, jobs == 1) as hooks:
-                res = run_sweep(plan, out, n_jobs=jobs, kpis=kpi, hooks=hooks, overwrite=overwrite)
+            with _experiment_bar(quiet, jobs == 1 and not scheduler) as hooks:
+                res = run_sweep(
+                    plan,
+                    out,
+                    n_jobs=jobs,
+                    kpis=kpi,
+                    hooks=hooks,
+                    overwrite=overwrite,
+                    scheduler=scheduler,
+                )
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     _print_frame(res.shown, f"sweep of {res.plan.name}", quiet)
@@ -932,6 +952,7 @@ def reproduce(
     seed: Annotated[int | None, typer.Option(help="seed of every run (default: run.seed)")] = None,
     set_: _SetOpt = None,
     jobs: _JobsOpt = 1,
+    scheduler: _SchedulerOpt = None,
     quiet: _QuietOpt = False,
     overwrite: _OverwriteOpt = False,
 ) -> None:
@@ -944,7 +965,7 @@ def reproduce(
         raise ClusterSimError(f"{name}: unknown study (studies: {', '.join(STUDIES)})")
     out = out or default_out("reproduce", name)
     with _results_in(out):
-        with _experiment_bar(quiet, jobs == 1) as hooks:
+        with _experiment_bar(quiet, jobs == 1 and not scheduler) as hooks:
             res = run_study(
                 name,
                 out,
@@ -954,6 +975,7 @@ def reproduce(
                 n_jobs=jobs,
                 hooks=hooks,
                 overwrite=overwrite,
+                scheduler=scheduler,
             )
     _print_frame(res.shown, f"{name}{' (quick)' if quick else ''}", quiet)
     _end_experiment(out, res.outcomes)

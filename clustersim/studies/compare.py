@@ -201,6 +201,7 @@ def compare(
     n_jobs: int = 1,
     hooks: Hooks | None = None,
     overwrite: bool = False,
+    scheduler: str | None = None,
 ) -> CompareResult:
     """``clustersim compare``: check the scenarios (:func:`plan_compare`, before anything is
     written), then run them and write the comparison folder as a results folder
@@ -209,7 +210,13 @@ def compare(
     plan_compare(scenarios, overrides, seed)
     with results_folder(out_dir, overwrite=overwrite, required=COMPARE_FILES):
         got = run_compare(
-            scenarios, out_dir, overrides=overrides, seed=seed, n_jobs=n_jobs, hooks=hooks
+            scenarios,
+            out_dir,
+            overrides=overrides,
+            seed=seed,
+            n_jobs=n_jobs,
+            hooks=hooks,
+            scheduler=scheduler,
         )
         return write_compare(got)
 
@@ -223,6 +230,7 @@ def run_compare(
     n_jobs: int = 1,
     hooks: Hooks | None = None,
     job_overrides: Sequence[Sequence[str]] | None = None,
+    scheduler: str | None = None,
 ) -> CompareRuns:
     """Run the scenarios (checked by :func:`plan_compare`) into ``out_dir/runs/<label>`` and
     collect their KPI table; ``out_dir`` is a folder the caller holds (:func:`compare`, a study
@@ -241,7 +249,7 @@ def run_compare(
         for i, (label, arg, more) in enumerate(zip(labels, scenarios, extra, strict=True))
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
-    outcomes = run_jobs(jobs, n_jobs, hooks)
+    outcomes = run_jobs(jobs, n_jobs, hooks, scheduler=scheduler)
     frame = kpi_frame(outcomes, labels, [sc.control.mode for sc in loaded])
     return CompareRuns(
         labels,

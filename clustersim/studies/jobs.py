@@ -17,32 +17,43 @@ each figure is traceable to a table in the output folder.
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from threadpoolctl import threadpool_limits
 
 from clustersim.assemble.seeds import spawn_seeds
 from clustersim.errors import ClusterSimError
 from clustersim.fileio import incomplete_reason, safe_label, write_text
 from clustersim.runner import run_scenario
-from clustersim.scenario import load_scenario
+from clustersim.scenario import load_scenario, resolved_dict
 
 __all__ = [
     "Hooks",
     "Job",
     "Outcome",
     "default_out",
+    "execute",
     "finished_outcome",
     "repeat_seeds",
     "run_jobs",
+    "run_remote",
 ]
 
 
@@ -105,7 +116,7 @@ def default_out(kind: str, name: str = "", root: Path = Path("results")) -> Path
 # -------------------------------------------------------------------------------- runs
 
 
-def _execute(
+def execute(
     job: Job,
     on_start: Callable[[int], None] | None = None,
     progress: Callable[[int], None] | None = None,
@@ -170,11 +181,18 @@ def finished_outcome(job: Job) -> Outcome | None:
     return out if out.ok else None
 
 
-def run_jobs(jobs: Sequence[Job], n_jobs: int = 1, hooks: Hooks | None = None) -> list[Outcome]:
+def run_jobs(
+    jobs: Sequence[Job],
+    n_jobs: int = 1,
+    hooks: Hooks | None = None,
+    *,
+    scheduler: str | None = None,
+) -> list[Outcome]:
     """Run ``jobs`` and return their outcomes in the order given.
 
     ``n_jobs == 1``: one after the other in this process. ``n_jobs > 1``: in a pool of that
-    many spawned worker processes (one BLAS thread each).
+    many spawned worker processes (one BLAS thread each). ``scheduler``: instead, on the Dask
+    cluster of that scheduler address (:func:`run_remote`; ``n_jobs`` is then the cluster's).
 
     On ``KeyboardInterrupt`` the runs not finished yet are recorded as "not run (interrupted)"
     and the exception is re-raised with the list of outcomes in its ``outcomes`` attribute, so
@@ -194,13 +212,15 @@ def run_jobs(jobs: Sequence[Job], n_jobs: int = 1, hooks: Hooks | None = None) -
             hooks.on_done(out, len(results), total)
 
     try:
-        if n_jobs == 1 or total <= 1:
+        if scheduler:
+            _run_dask(jobs, scheduler, finish)
+        elif n_jobs == 1 or total <= 1:
             for i, job in enumerate(jobs):
                 start = None
                 if hooks.on_run_start is not None:
                     cb = hooks.on_run_start
                     start = lambda n, j=job, cb=cb: cb(j, n)  # noqa: E731
-                finish(i, _outcome(job, _execute(job, start, hooks.on_step)))
+                finish(i, _outcome(job, execute(job, start, hooks.on_step)))
         else:
             _run_pool(jobs, min(n_jobs, total), finish)
     except KeyboardInterrupt as exc:
@@ -217,7 +237,7 @@ def _run_pool(jobs: Sequence[Job], workers: int, finish: Callable[[int, Outcome]
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
     try:
         futures: dict[Future[dict[str, Any]], int] = {
-            pool.submit(_execute, job): i for i, job in enumerate(jobs)
+            pool.submit(execute, job): i for i, job in enumerate(jobs)
         }
         pending = set(futures)
         while pending:
@@ -242,3 +262,87 @@ def _run_pool(jobs: Sequence[Job], workers: int, finish: Callable[[int, Outcome]
                 proc.terminate()
         raise
     pool.shutdown(wait=True)
+
+
+# ------------------------------------------------------------------------------ Dask
+_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""a remote run's numeric libraries use one thread, as the local pool's workers do"""
+
+
+def _resolved(job: Job) -> str:
+    """The job's scenario resolved (file, overrides and seed applied), as TOML text: what a
+    remote worker runs, so that it needs neither the scenario file nor the overrides."""
+    sc = load_scenario(job.scenario, overrides=list(job.overrides), seed=job.seed)
+    return tomli_w.dumps(resolved_dict(sc))
+
+
+def run_remote(scenario_toml: str) -> tuple[dict[str, Any], bytes]:
+    """Run one job on a Dask worker: the resolved scenario ``scenario_toml`` in a child
+    interpreter (``python -m clustersim.studies.remote``; a worker process is daemonic and may
+    not start the agents' processes, a child interpreter may), into a temporary folder.
+    Returns the job's result (as a local run's) and its results folder as a gzipped tar, so the
+    workers need no file system shared with the client."""
+    with tempfile.TemporaryDirectory(prefix="clustersim-") as tmp:
+        root = Path(tmp)
+        (root / "scenario.toml").write_text(scenario_toml)
+        out = root / "run"
+        cmd = [sys.executable, "-m", "clustersim.studies.remote", str(root / "scenario.toml")]
+        proc = subprocess.run(
+            [*cmd, str(out)], capture_output=True, text=True, env={**os.environ, **_ONE_THREAD}
+        )
+        try:
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            res = {"error": f"run process failed (exit {proc.returncode}): {last}"}
+        buf = io.BytesIO()
+        if out.is_dir():
+            with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+                tar.add(out, arcname=".")
+        return res, buf.getvalue()
+
+
+def _unpack(archive: bytes, out_dir: Path) -> None:
+    """Replace ``out_dir`` with the run folder in ``archive`` (from :func:`run_remote`)."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    if archive:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            tar.extractall(out_dir, filter="data")
+
+
+def _run_dask(jobs: Sequence[Job], address: str, finish: Callable[[int, Outcome], None]) -> None:
+    """The jobs as tasks of the Dask cluster at ``address``, each finished as it completes; a
+    task whose worker died is re-run by Dask elsewhere, and recorded as failed once Dask gives
+    up on it. Interrupted: the tasks not finished are cancelled."""
+    from distributed import Client, as_completed  # the optional [dask] extra
+
+    try:
+        client = Client(address, timeout=30)
+    except OSError as exc:
+        raise ClusterSimError(f"Dask scheduler {address}: cannot connect ({exc})") from None
+    futures: dict[Any, int] = {}
+    try:
+        for i, job in enumerate(jobs):
+            try:
+                text = _resolved(job)
+            except ClusterSimError as exc:
+                finish(i, Outcome(job=job, error=str(exc), error_type=type(exc).__name__))
+                continue
+            key = f"clustersim-{job.label}-{uuid.uuid4().hex[:8]}"
+            futures[client.submit(run_remote, text, key=key, pure=False)] = i
+        for fut in as_completed(list(futures)):
+            i = futures[fut]
+            try:
+                res, archive = fut.result()
+            except Exception as exc:  # KilledWorker: the task's workers died every time
+                why = f"Dask task failed ({type(exc).__name__}: {exc})".splitlines()[0]
+                res, archive = {"error": why, "error_type": type(exc).__name__}, b""
+            _unpack(archive, jobs[i].out_dir)
+            finish(i, _outcome(jobs[i], res))
+    except BaseException:
+        client.cancel(list(futures), force=True)
+        raise
+    finally:
+        client.close()

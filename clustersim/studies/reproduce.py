@@ -99,6 +99,7 @@ class StudyArgs:
     seed: int | None
     n_jobs: int
     hooks: Hooks | None
+    scheduler: str | None = None
 
 
 def _rel(out_dir: Path, paths: Sequence[Path]) -> list[str]:
@@ -122,7 +123,13 @@ def _cluster_voltage_control(out_dir: Path, a: StudyArgs) -> ReproduceResult:
     table (voltage band, full-day max deviation, losses, cost) and Fig. 5a."""
     names = [n for n, _ in CVC_SCENARIOS]
     got = run_compare(
-        names, out_dir, overrides=a.overrides, seed=a.seed, n_jobs=a.n_jobs, hooks=a.hooks
+        names,
+        out_dir,
+        overrides=a.overrides,
+        seed=a.seed,
+        n_jobs=a.n_jobs,
+        hooks=a.hooks,
+        scheduler=a.scheduler,
     )
     frame = got.frame.copy()
     frame.insert(0, "paper_scenario", [k for _, k in CVC_SCENARIOS])
@@ -259,7 +266,7 @@ def _ev_ec_hi(out_dir: Path, a: StudyArgs) -> ReproduceResult:
             label = f"{case}-{key}"
             jobs.append(_job(out_dir, label, name, [*a.overrides, *more], common_seed))
             meta.append({"case": case, "method": title, "partition": method or ""})
-    outcomes = run_jobs(jobs, a.n_jobs, a.hooks)
+    outcomes = run_jobs(jobs, a.n_jobs, a.hooks, scheduler=a.scheduler)
     rows = []
     nodes: dict[str, str | None] = {}
     for case, _names, _extra in plans:
@@ -454,7 +461,7 @@ def _delay_sweep(out_dir: Path, a: StudyArgs) -> ReproduceResult:
     spread (min–max over seeds) per point (``delay-sweep.csv``; every run in
     ``delay-sweep-runs.csv``)."""
     jobs, meta = _delay_plan(out_dir, a)
-    outcomes = run_jobs(jobs, a.n_jobs, a.hooks)
+    outcomes = run_jobs(jobs, a.n_jobs, a.hooks, scheduler=a.scheduler)
     runs = []
     for o, m in zip(outcomes, meta, strict=True):
         row: dict[str, Any] = {**m, "run_dir": f"runs/{o.job.label}", "error": o.error}
@@ -583,6 +590,7 @@ def reproduce(
     n_jobs: int = 1,
     hooks: Hooks | None = None,
     overwrite: bool = False,
+    scheduler: str | None = None,
 ) -> ReproduceResult:
     """Run ``study`` (one of :data:`STUDIES`) and write its folder (module docstring) as a
     results folder (:func:`clustersim.runner.results_folder`: refused when in use, or not empty
@@ -592,7 +600,7 @@ def reproduce(
     every = [*(QUICK_OVERRIDES if quick else ()), *overrides]
     required = (f"{study}.csv", f"{study}.md", "reproduce.json", "report.html")
     with results_folder(out_dir, overwrite=overwrite, required=required):
-        return _reproduce(study, out_dir, StudyArgs(quick, every, seed, n_jobs, hooks))
+        return _reproduce(study, out_dir, StudyArgs(quick, every, seed, n_jobs, hooks, scheduler))
 
 
 def _reproduce(study: str, out_dir: Path, args: StudyArgs) -> ReproduceResult:

@@ -422,6 +422,7 @@ def run_sweep(
     kpis: Sequence[str] | None = None,
     hooks: Hooks | None = None,
     overwrite: bool = False,
+    scheduler: str | None = None,
 ) -> SweepResult:
     """Run the plan's jobs and write the sweep folder (module docstring) with its
     ``report.html``, as a results folder (:func:`clustersim.runner.results_folder`: refused when
@@ -429,7 +430,7 @@ def run_sweep(
     KPIs of the figures and of sweep.md (default :data:`DEFAULT_KPIS`, those the runs
     report)."""
     with results_folder(out_dir, overwrite=overwrite, required=SWEEP_FILES):
-        res = sweep_runs(plan, out_dir, n_jobs=n_jobs, kpis=kpis, hooks=hooks)
+        res = sweep_runs(plan, out_dir, n_jobs=n_jobs, kpis=kpis, hooks=hooks, scheduler=scheduler)
         write_report(out_dir, "sweep")
     return res
 
@@ -440,6 +441,7 @@ def resume_sweep(
     n_jobs: int = 1,
     kpis: Sequence[str] | None = None,
     hooks: Hooks | None = None,
+    scheduler: str | None = None,
 ) -> SweepResult:
     """Finish the sweep in ``out_dir``: its plan read back from ``sweep.json`` (and checked
     again), only the runs that are missing, failed or unfinished run, the tables, figures and
@@ -467,13 +469,25 @@ def resume_sweep(
     if plan.seeds != doc.get("seeds"):
         raise ClusterSimError(f"{out_dir}: the plan read back gives other seeds than sweep.json")
     with results_folder(out_dir, resume=True, required=SWEEP_FILES):
-        res = sweep_runs(plan, out_dir, n_jobs=n_jobs, kpis=asked or None, hooks=hooks, resume=True)
+        res = sweep_runs(
+            plan,
+            out_dir,
+            n_jobs=n_jobs,
+            kpis=asked or None,
+            hooks=hooks,
+            resume=True,
+            scheduler=scheduler,
+        )
         write_report(out_dir, "sweep")
     return res
 
 
 def _run_missing(
-    jobs: Sequence[Job], n_jobs: int, hooks: Hooks | None, resume: bool
+    jobs: Sequence[Job],
+    n_jobs: int,
+    hooks: Hooks | None,
+    resume: bool,
+    scheduler: str | None = None,
 ) -> list[Outcome]:
     """The outcomes of ``jobs`` in order: with ``resume`` those already complete read back,
     the others run (:func:`~clustersim.studies.jobs.run_jobs`, whose interrupt carries the
@@ -490,7 +504,7 @@ def _run_missing(
         return [done.get(i) or got[i] for i in range(len(jobs))]
 
     try:
-        return merged(run_jobs([jobs[i] for i in todo], n_jobs, hooks))
+        return merged(run_jobs([jobs[i] for i in todo], n_jobs, hooks, scheduler=scheduler))
     except KeyboardInterrupt as exc:
         partial = getattr(exc, "outcomes", None)
         if partial is not None:
@@ -506,6 +520,7 @@ def sweep_runs(
     kpis: Sequence[str] | None = None,
     hooks: Hooks | None = None,
     resume: bool = False,
+    scheduler: str | None = None,
 ) -> SweepResult:
     """Run the plan's jobs (``resume``: only those whose run folder is not complete) and write
     the sweep's tables and figures into ``out_dir``, a folder the caller holds
@@ -517,7 +532,7 @@ def sweep_runs(
     doc["kpis"] = list(kpis or [])
     write_json(out_dir / "sweep.json", {**doc, "interrupted": True})
     try:
-        outcomes = _run_missing(jobs, n_jobs, hooks, resume)
+        outcomes = _run_missing(jobs, n_jobs, hooks, resume, scheduler)
     except KeyboardInterrupt as exc:
         partial = getattr(exc, "outcomes", None)
         if partial is not None:
