@@ -65,3 +65,48 @@ def test_a_failed_point_on_dask_is_recorded(tmp_path, cluster):
     assert ok["error"] is None and (tmp_path / "sw" / ok["run_dir"] / "summary.json").is_file()
     assert "partition" in bad["error"] and "nosuch" in bad["error"]
     assert [o.job.label for o in res.failed] == [bad["label"]]
+
+
+def test_a_worker_killed_mid_sweep_costs_at_most_its_point(tmp_path):
+    """SIGKILL one worker while runs are on it: Dask runs its task again elsewhere (or the
+    point is recorded as failed); every other point completes, the table has every row."""
+    import os
+    import signal
+    import threading
+    import time
+
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as c,
+        distributed.Client(c) as client,
+    ):
+        plan = plan_sweep("ieee33-ev-clustered", ["comm.loss.p=0,0.1,0.2,0.3"], overrides=SETS)
+        got: dict = {}
+        t = threading.Thread(
+            target=lambda: got.update(
+                res=run_sweep(plan, tmp_path / "sw", scheduler=c.scheduler_address)
+            )
+        )
+        t.start()
+        pids = client.run(os.getpid)  # worker address -> its process id
+        deadline = time.monotonic() + 120
+        victim = None
+        while victim is None and time.monotonic() < deadline:
+            busy = [w for w, tasks in client.processing().items() if tasks]
+            if busy:
+                victim = pids[busy[0]]
+            time.sleep(0.2)
+        assert victim is not None, "no task started"
+        time.sleep(2.0)  # mid-run
+        os.kill(victim, signal.SIGKILL)
+        t.join(timeout=600)
+        assert not t.is_alive()
+    res = got["res"]
+    frame = pd.read_parquet(tmp_path / "sw" / "sweep.parquet")
+    assert len(frame) == 4 and len(res.failed) <= 1
+    for o in res.outcomes:
+        if o.ok:
+            assert (o.job.out_dir / "complete.json").is_file()
+        else:
+            assert "Dask task failed" in o.error or "KilledWorker" in o.error
