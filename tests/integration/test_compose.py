@@ -58,8 +58,13 @@ def _broker_url(argv: list[str]) -> str:
     return argv[argv.index("--broker") + 1]
 
 
+def _default(compose: dict) -> dict:
+    """The services a plain ``docker compose up`` starts (those without a profile)."""
+    return {k: v for k, v in compose["services"].items() if "profiles" not in v}
+
+
 def test_services_of_the_default_scenario(compose):
-    services = compose["services"]
+    services = _default(compose)
     assert set(services) == {"mosquitto", "plant", *(c.lower() for c in CLUSTERS)}
     mq = services["mosquitto"]
     assert mq["image"].startswith("eclipse-mosquitto:2")
@@ -123,7 +128,7 @@ def _local(argv: list[str], host_port: str, out: Path, run_id: str) -> list[str]
 
 
 def test_compose_commands_run_as_local_processes(compose, tmp_path):
-    services = compose["services"]
+    services = _default(compose)
     # CLUSTERSIM_TEST_BROKER=embedded: amqtt even where mosquitto exists (as in conftest.py)
     auth = mosquitto_path() is not None and os.environ.get("CLUSTERSIM_TEST_BROKER") != "embedded"
     if auth:
@@ -186,3 +191,48 @@ def test_compose_commands_run_as_local_processes(compose, tmp_path):
     if auth:  # every node logged in under its own name
         for node in ("plant", *CLUSTERS):
             assert f"u'{node}'" in log, node
+
+
+def test_dask_services_run_a_sweep(compose, tmp_path):
+    """The profile "dask": its scheduler and worker commands run as local processes (ports of
+    this machine), and the client's sweep command, pointed at that scheduler with a short
+    horizon, completes."""
+    dask = {k: v for k, v in compose["services"].items() if "dask" in v.get("profiles", [])}
+    assert set(dask) == {"dask-scheduler", "dask-worker", "dask-client"}
+    scheduler, worker, client = (_command(dask[k]) for k in dask)
+    assert scheduler[:2] == ["dask", "scheduler"] and worker[:2] == ["dask", "worker"]
+    assert client[:2] == ["clustersim", "sweep"] and "--scheduler" in client
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    bin_dir = Path(sys.executable).parent
+    scheduler[scheduler.index("--port") + 1] = str(port)
+    worker[2] = address
+    procs = [
+        subprocess.Popen([str(bin_dir / scheduler[0]), *scheduler[1:]], cwd=tmp_path),
+    ]
+    try:
+        procs.append(subprocess.Popen([str(bin_dir / worker[0]), *worker[1:]], cwd=tmp_path))
+        client[client.index("--scheduler") + 1] = address
+        client[client.index("--out") + 1] = str(tmp_path / "sweep")
+        sets = ["run.duration_h=0.25", "run.plant_step_s=300", "control.pop_size=8"]
+        argv = [sys.executable, "-m", "clustersim.cli", *client[1:]]
+        argv += [x for s in sets for x in ("--set", s)]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        frame = pd.read_parquet(tmp_path / "sweep" / "sweep.parquet")
+        assert len(frame) == 3 and frame["error"].isna().all()
+    finally:
+        for proc in procs[::-1]:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
