@@ -19,7 +19,7 @@ SETS = ["run.duration_h=0.5", "run.plant_step_s=300", "control.pop_size=8", "con
 @pytest.fixture(scope="module")
 def cluster():
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as c:
         yield c
 
@@ -33,7 +33,7 @@ def test_a_sweep_on_a_dask_cluster_equals_the_local_pool(tmp_path, cluster):
     """Same table as ``--jobs 2`` (wall-clock columns aside), every run folder complete on the
     client, agents as OS processes included (a worker process is daemonic: the runs start in a
     child interpreter), the progress hook counting finished points."""
-    grid = ["comm.loss.p=0,0.2", "run.agents=tasks,processes"]
+    grid = ["run.agents=tasks,processes"]
     plan = plan_sweep("ieee33-ev-clustered", grid, overrides=SETS)
     local = run_sweep(plan, tmp_path / "local", n_jobs=2)
     done: list[int] = []
@@ -45,7 +45,7 @@ def test_a_sweep_on_a_dask_cluster_equals_the_local_pool(tmp_path, cluster):
     )
     assert remote.failed == [] and local.failed == []
     pd.testing.assert_frame_equal(_table(tmp_path / "dask"), _table(tmp_path / "local"))
-    assert done == [1, 2, 3, 4]
+    assert done == [1, 2]
     for o in remote.outcomes:
         assert (o.job.out_dir / "complete.json").is_file()
         assert (o.job.out_dir / "timeseries.parquet").is_file()
@@ -77,7 +77,7 @@ def test_a_worker_killed_mid_sweep_costs_at_most_its_point(tmp_path):
 
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as c,
         distributed.Client(c) as client,
     ):
